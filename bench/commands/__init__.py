@@ -1,0 +1,1 @@
+"""One module per `fdbench` sub-command; each defines `register(subparsers)`."""

@@ -1,0 +1,174 @@
+"""Style-statistics probe (METHODS §6): how much of a space's FD is channel statistics ("style").
+
+Each image of the source is pushed towards the statistics of a style set by α-blended AdaIN, either in
+pixel space (per-channel colour mean/std) or, for torch spaces, inside the backbone at a named layer
+(per-channel feature mean/std). The curve FD(X, AdaIN_α X) / FD(X, AdaIN_1 X) over α shows how quickly a
+space's distance responds to style alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from bench.device import resolve_device
+from bench.engine import ALL_IMAGES, Variant, run_engine
+from bench.experiments.common import engine_config, fd_between_cells, results_frame, row
+from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
+from bench.experiments.runner import register_experiment
+from bench.metrics import frechet_distance
+from bench.perturbations import AdaINColor, channel_mean_std, feature_adain
+from bench.sources import ImageSource, open_source
+from bench.stats import GaussianStats
+
+EXPERIMENT = "style_probe"
+
+
+@dataclass
+class StyleProbeConfig:
+    """Settings of a style-statistics probe."""
+
+    source: str = "dcgan-faces:count=500,seed=0"
+    style: str = "dcgan-faces:count=64,seed=1"
+    spaces: list[str] = field(default_factory=lambda: list(OFFLINE_SPACES))
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    mode: str = "pixel"  # "pixel" or "feature"
+    layers: dict[str, str] = field(default_factory=dict)  # feature mode: space -> layer name
+    style_count: int = 64
+    seed: int = 0
+    batch_size: int = 32
+    chunk_size: int = 256
+    device: str | None = None
+    reservoir_size: int = 2000
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("pixel", "feature"):
+            raise ValueError(f"style probe mode must be 'pixel' or 'feature', got {self.mode!r}")
+        if any(not 0.0 <= alpha <= 1.0 for alpha in self.alphas):
+            raise ValueError(f"alphas must lie in [0, 1], got {self.alphas}")
+
+
+def _style_images(config: StyleProbeConfig) -> torch.Tensor:
+    source = open_source(config.style)
+    images = []
+    for _, batch in source.iter_batches(config.batch_size):
+        images.append(batch)
+        if sum(len(b) for b in images) >= config.style_count:
+            break
+    if not images:
+        raise ValueError(f"style source {config.style} yielded no images")
+    shapes = {tuple(b.shape[1:]) for b in images}
+    if len(shapes) > 1:
+        raise ValueError(f"style images must share one size for pixel statistics, got {sorted(shapes)}")
+    return torch.cat(images)[: config.style_count]
+
+
+def run_style_probe(config: StyleProbeConfig) -> ExperimentOutput:
+    """FD(α) / FD(1) per space, from pixel-space or feature-space AdaIN."""
+    source = open_source(config.source)
+    if config.mode == "pixel":
+        return _pixel_probe(config, source)
+    return _feature_probe(config, source)
+
+
+def _pixel_probe(config: StyleProbeConfig, source: ImageSource) -> ExperimentOutput:
+    style = _style_images(config)
+    variants = [Variant("clean", None, None, (ALL_IMAGES,))]
+    for alpha in config.alphas:
+        perturbation = AdaINColor.from_reference(style, alpha=alpha)
+        variants.append(Variant(f"adain={alpha:g}", perturbation, None, (ALL_IMAGES,)))
+    if 1.0 not in config.alphas:
+        variants.append(Variant("adain=1", AdaINColor.from_reference(style, alpha=1.0), None, (ALL_IMAGES,)))
+    result = run_engine(source, variants, config.spaces, None, engine_config(config))
+    notes = engine_notes(result)
+    rows: list[dict[str, Any]] = []
+    for space in config.spaces:
+        clean, full = result.cell("clean", space), result.cell("adain=1", space)
+        if clean is None or full is None or clean.n < 2:
+            continue
+        reference = fd_between_cells(clean, full).value
+        for alpha in config.alphas:
+            fd = fd_between_cells(clean, result.cell(f"adain={alpha:g}", space))
+            rows.append(row(EXPERIMENT, space, "pixel", "All", float(alpha), "fd", fd.value, clean.n))
+            rows.append(
+                row(
+                    EXPERIMENT, space, "pixel", "All", float(alpha), "fd_ratio", fd.value / reference, clean.n
+                )
+            )
+    manifest = {
+        "source_manifest_hash": source.manifest_hash(),
+        "timings": result.timings,
+        "config": asdict(config),
+    }
+    return ExperimentOutput(results_frame(rows), notes, manifest, result, list(result.decode_skips))
+
+
+def _feature_probe(config: StyleProbeConfig, source: ImageSource) -> ExperimentOutput:
+    import feature_spaces
+
+    device = resolve_device(config.device)
+    style = _style_images(config).to(device)
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for space in config.spaces:
+        layer = config.layers.get(space)
+        try:
+            extractor = feature_spaces.get(space).load(device)
+        except Exception as error:
+            notes.append(f"space {space} could not load and was left out: {error}")
+            continue
+        if extractor.model is None or layer is None:
+            notes.append(f"space {space}: feature AdaIN needs a torch model and a layer in `layers`; skipped")
+            continue
+        style_mean, style_std = _layer_statistics(extractor, layer, style)
+        stats = {alpha: GaussianStats.empty(extractor.dim) for alpha in config.alphas}
+        clean = GaussianStats.empty(extractor.dim)
+        for _, batch in source.iter_batches(config.batch_size):
+            batch = batch.to(device)
+            with torch.no_grad():
+                clean.update(extractor(batch))
+                for alpha in config.alphas:
+                    with feature_adain(extractor.model, layer, style_mean, style_std, alpha):
+                        stats[alpha].update(extractor(batch))
+        with torch.no_grad(), feature_adain(extractor.model, layer, style_mean, style_std, 1.0):
+            full = GaussianStats.empty(extractor.dim)
+            for _, batch in source.iter_batches(config.batch_size):
+                full.update(extractor(batch.to(device)))
+        reference = frechet_distance(clean, full).value
+        for alpha in config.alphas:
+            fd = frechet_distance(clean, stats[alpha]).value
+            rows.append(row(EXPERIMENT, space, f"feature:{layer}", "All", float(alpha), "fd", fd, clean.n))
+            rows.append(
+                row(
+                    EXPERIMENT,
+                    space,
+                    f"feature:{layer}",
+                    "All",
+                    float(alpha),
+                    "fd_ratio",
+                    fd / reference,
+                    clean.n,
+                )
+            )
+    manifest = {"source_manifest_hash": source.manifest_hash(), "config": asdict(config)}
+    return ExperimentOutput(results_frame(rows), notes, manifest)
+
+
+def _layer_statistics(extractor: Any, layer: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over style images of their per-image channel mean/std at `layer` (captured by a hook)."""
+    captured: list[torch.Tensor] = []
+    module = extractor.model.get_submodule(layer)
+    handle = module.register_forward_hook(lambda _m, _i, output: captured.append(output.detach()))
+    try:
+        with torch.no_grad():
+            extractor(images)
+    finally:
+        handle.remove()
+    mean, std = channel_mean_std(torch.cat(captured), 1e-5)
+    return mean.mean(dim=0), std.mean(dim=0)
+
+
+register_experiment(EXPERIMENT, StyleProbeConfig, run_style_probe)

@@ -1,0 +1,267 @@
+"""The Fréchet distance between two Gaussians, computed exactly in float64 (METHODS §1).
+
+FD = ‖μ1 − μ2‖² + tr Σ1 + tr Σ2 − 2 tr (Σ1 Σ2)^{1/2}.
+
+tr (Σ1 Σ2)^{1/2} is the sum of square roots of the eigenvalues of Σ1 Σ2, which are those of a symmetric
+positive semi-definite matrix similar to it. Three exact ways to get them, chosen automatically:
+
+- ``cholesky``: Σ1 = L Lᵀ, eigenvalues of Lᵀ Σ2 L (one Cholesky, one `eigvalsh`); needs Σ1 positive
+  definite and falls back to ``eigh`` when it is not.
+- ``eigh``: S = Σ1^{1/2} from `eigh` (eigenvalues clamped at 0), eigenvalues of S Σ2 S.
+- ``low-rank``: when a set is given as features and has fewer rows than dimensions, with the centred,
+  scaled block A = (X1 − μ1)/√(n1 − 1) the non-zero eigenvalues are those of the small matrix A Σ2 Aᵀ
+  (or the squared singular values of A Bᵀ when both sets are features).
+
+No `scipy.linalg.sqrtm`: it is slow, returns complex values, and its `disp` argument is gone in newer scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from bench.stats import FeatureError, GaussianStats, as_float64_features
+
+METHODS = ("auto", "cholesky", "eigh", "low-rank")
+
+
+@dataclass
+class FrechetResult:
+    """An FD value with its two terms, the sizes it came from and how it was computed."""
+
+    value: float
+    mean_term: float
+    trace_term: float
+    n1: int | None
+    n2: int | None
+    d: int
+    method: str
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form: value, terms, sizes, method and diagnostics."""
+        return {
+            "value": self.value,
+            "mean_term": self.mean_term,
+            "trace_term": self.trace_term,
+            "n1": self.n1,
+            "n2": self.n2,
+            "d": self.d,
+            "method": self.method,
+            "diagnostics": self.diagnostics,
+        }
+
+    def __float__(self) -> float:
+        return self.value
+
+
+class _FeatureSet:
+    """One side of an FD: mean, size and covariance, plus the centred scaled block for feature input.
+
+    The d × d covariance of a feature set is only formed when a path needs it, so the low-rank path on two
+    small feature sets never pays for it.
+    """
+
+    def __init__(self, value: Any, name: str) -> None:
+        self.block: np.ndarray | None = None  # (X − μ) / sqrt(n − 1), only for feature input
+        self._cov: np.ndarray | None = None
+        if isinstance(value, GaussianStats):
+            if value.n is not None and value.n < 2:
+                raise FeatureError(f"{name} has n = {value.n} samples; an FD needs at least 2 per set")
+            self.n, self.mean = value.n, value.mean
+            self._cov = value.cov
+            return
+        features = as_float64_features(value, name=name)
+        if features.shape[0] < 2:
+            raise FeatureError(f"{name} has {features.shape[0]} rows; an FD needs at least 2 samples per set")
+        self.n = features.shape[0]
+        self.mean = features.mean(axis=0)
+        self.block = (features - self.mean) / np.sqrt(self.n - 1)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def cov(self) -> np.ndarray:
+        if self._cov is None:
+            assert self.block is not None
+            self._cov = self.block.T @ self.block
+        return self._cov
+
+    def trace_cov(self) -> float:
+        if self.block is not None:
+            return float(np.einsum("ij,ij->", self.block, self.block))
+        return float(np.trace(self.cov))
+
+
+def frechet_distance(a: Any, b: Any, method: str = "auto") -> FrechetResult:
+    """FD between two feature sets, each a GaussianStats or an (n, d) array/tensor of features.
+
+    `method` is one of "auto", "cholesky", "eigh", "low-rank" (see the module docstring). "auto" takes the
+    low-rank path when a set given as features has n < d, else Cholesky with an `eigh` fallback.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown FD method {method!r}; choose one of {', '.join(METHODS)}")
+    first, second = _FeatureSet(a, "first set"), _FeatureSet(b, "second set")
+    d1, d2 = first.dim, second.dim
+    if d1 != d2:
+        raise FeatureError(f"dimension mismatch: the first set has d = {d1}, the second d = {d2}")
+    d = d1
+
+    diagnostics: dict[str, Any] = {"warnings": []}
+    for label, side in (("n1", first), ("n2", second)):
+        n = side.n
+        if n is not None and n <= d:
+            diagnostics["warnings"].append(
+                f"{label} = {n} <= d = {d}: the sample covariance is singular and FD is strongly biased "
+                "upward at this sample size"
+            )
+
+    chosen = _choose_method(method, first, second)
+    if chosen == "low-rank":
+        sqrt_trace, eig_info = _sqrt_trace_low_rank(first, second)
+    elif chosen == "cholesky":
+        try:
+            sqrt_trace, eig_info = _sqrt_trace_cholesky(first.cov, second.cov)
+        except np.linalg.LinAlgError:
+            diagnostics["warnings"].append("Σ1 is not positive definite; fell back from Cholesky to eigh")
+            chosen = "eigh"
+            sqrt_trace, eig_info = _sqrt_trace_symmetric(first.cov, second.cov)
+    else:
+        sqrt_trace, eig_info = _sqrt_trace_symmetric(first.cov, second.cov)
+    diagnostics.update(eig_info)
+
+    delta = first.mean - second.mean
+    mean_term = float(delta @ delta)
+    trace_sum = first.trace_cov() + second.trace_cov()
+    trace_term = trace_sum - 2.0 * sqrt_trace
+    value = mean_term + trace_term
+    scale = max(trace_sum + mean_term, np.finfo(float).tiny)
+    diagnostics["clamped_negative_total"] = 0.0
+    if value < 0:
+        if value > -1e-8 * scale:
+            diagnostics["clamped_negative_total"] = value
+            value = 0.0
+        else:
+            diagnostics["warnings"].append(
+                f"FD came out negative ({value:.3e}) beyond rounding; the covariances may be corrupt"
+            )
+    return FrechetResult(
+        value=float(value),
+        mean_term=mean_term,
+        trace_term=float(trace_term),
+        n1=first.n,
+        n2=second.n,
+        d=d,
+        method=chosen,
+        diagnostics=diagnostics,
+    )
+
+
+def _choose_method(method: str, first: _FeatureSet, second: _FeatureSet) -> str:
+    d = first.dim
+    small_feature_side = any(side.block is not None and side.block.shape[0] < d for side in (first, second))
+    if method == "low-rank":
+        if first.block is None and second.block is None:
+            raise FeatureError(
+                "the low-rank FD path needs at least one set given as features, not statistics"
+            )
+        return method
+    if method != "auto":
+        return method
+    return "low-rank" if small_feature_side else "cholesky"
+
+
+def _eigen_diagnostics(eigenvalues: np.ndarray) -> dict[str, Any]:
+    """Smallest eigenvalue before clamping, the mass clamped away, and the effective rank."""
+    tolerance = noise_floor(eigenvalues)
+    negative = eigenvalues[eigenvalues < 0]
+    return {
+        "min_eigenvalue": float(eigenvalues.min(initial=np.inf)) if eigenvalues.size else 0.0,
+        "clamped_mass": float(np.abs(negative).sum()),
+        "effective_rank": int((eigenvalues > tolerance).sum()),
+    }
+
+
+def noise_floor(eigenvalues: np.ndarray) -> float:
+    """Eigenvalues at or below d · eps · max|λ| cannot be told from rounding noise."""
+    if eigenvalues.size == 0:
+        return 0.0
+    return float(np.abs(eigenvalues).max() * eigenvalues.size * np.finfo(np.float64).eps)
+
+
+def sqrt_trace_from_eigenvalues(eigenvalues: np.ndarray) -> float:
+    """Σ sqrt(λ) over the eigenvalues above the noise floor (the rest, negative ones included, count 0).
+
+    Zeroing noise-level eigenvalues instead of taking their square roots keeps rank-deficient problems
+    accurate: a rounding error of 1e-16 would otherwise add a spurious 1e-8 per eigenvalue.
+    """
+    kept = eigenvalues[eigenvalues > noise_floor(eigenvalues)]
+    return float(np.sqrt(kept).sum())
+
+
+def _sqrt_trace_cholesky(cov1: np.ndarray, cov2: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """Eigenvalues of Σ1Σ2 through Cholesky factors, with triangular BLAS kernels where possible.
+
+    With Σ1 = L1 L1ᵀ and Σ2 = L2 L2ᵀ, the eigenvalues of Σ1Σ2 are those of KᵀK for K = L2ᵀ L1 (one
+    triangular product and one symmetric rank-k update: about 40 % fewer flops than Lᵀ Σ2 L with two
+    general products). When Σ2 is only semi-definite, Lᵀ Σ2 L is formed instead.
+    """
+    lower1 = scipy.linalg.cholesky(cov1, lower=True, check_finite=False)
+    try:
+        lower2 = scipy.linalg.cholesky(cov2, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        inner = lower1.T @ cov2 @ lower1
+    else:
+        blas = scipy.linalg.blas
+        factor = blas.dtrmm(1.0, lower2, lower1, trans_a=1, lower=1)  # L2ᵀ L1
+        inner = blas.dsyrk(1.0, factor, trans=1, lower=1)  # KᵀK, lower triangle filled
+    eigenvalues = scipy.linalg.eigvalsh(inner, lower=True, check_finite=False, overwrite_a=True)
+    return sqrt_trace_from_eigenvalues(eigenvalues), _eigen_diagnostics(eigenvalues)
+
+
+def matrix_sqrt_psd(cov: np.ndarray) -> tuple[np.ndarray, float]:
+    """Symmetric square root of a PSD matrix by `eigh` (noise-level eigenvalues zeroed), and the least λ."""
+    eigenvalues, vectors = scipy.linalg.eigh(cov, check_finite=False)
+    roots = np.where(eigenvalues > noise_floor(eigenvalues), np.sqrt(np.clip(eigenvalues, 0.0, None)), 0.0)
+    root = (vectors * roots) @ vectors.T
+    return (root + root.T) / 2.0, float(eigenvalues.min(initial=0.0))
+
+
+def _sqrt_trace_symmetric(cov1: np.ndarray, cov2: np.ndarray) -> tuple[float, dict[str, Any]]:
+    root, min_cov_eigenvalue = matrix_sqrt_psd(cov1)
+    inner = root @ cov2 @ root
+    eigenvalues = scipy.linalg.eigvalsh((inner + inner.T) / 2.0, check_finite=False, overwrite_a=True)
+    info = _eigen_diagnostics(eigenvalues)
+    info["min_eigenvalue_sigma1"] = min_cov_eigenvalue
+    return sqrt_trace_from_eigenvalues(eigenvalues), info
+
+
+def _sqrt_trace_low_rank(first: _FeatureSet, second: _FeatureSet) -> tuple[float, dict[str, Any]]:
+    if first.block is not None and second.block is not None:
+        cross = first.block @ second.block.T
+        singular_values = scipy.linalg.svdvals(cross, check_finite=False)
+        info = _eigen_diagnostics(singular_values**2)
+        return float(singular_values.sum()), info
+    small, other = (first, second) if first.block is not None else (second, first)
+    assert small.block is not None
+    # A Σ2 Aᵀ = (A F)(A F)ᵀ with Σ2 = F Fᵀ from a pivoted (rank-revealing) Cholesky; its singular values
+    # are the square roots we need, obtained without squaring the small ones into rounding noise.
+    factor = psd_factor(other.cov)
+    singular_values = scipy.linalg.svdvals(small.block @ factor, check_finite=False)
+    return float(singular_values.sum()), _eigen_diagnostics(singular_values**2)
+
+
+def psd_factor(cov: np.ndarray) -> np.ndarray:
+    """F with F Fᵀ = cov for a symmetric PSD matrix, d × rank, from LAPACK's pivoted Cholesky (dpstrf)."""
+    lower, pivots, rank, info = scipy.linalg.lapack.dpstrf(cov, lower=1)
+    if info < 0:
+        raise FeatureError(f"pivoted Cholesky rejected the covariance (LAPACK info {info})")
+    factor = np.tril(lower)[:, :rank]
+    unpermuted = np.empty_like(factor)
+    unpermuted[pivots - 1] = factor
+    return unpermuted

@@ -1,0 +1,89 @@
+"""The `ImageSource` contract: uint8 RGB batches in a deterministic order, plus a manifest hash."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from bench.decode import DecodeError, DecodeLog
+from bench.hashing import stable_hash
+
+
+class ImageSource(ABC):
+    """A finite, ordered collection of RGB images.
+
+    Subclasses list their entries (`ids`) and load one entry at a time (`load`). `iter_batches` groups
+    consecutive images into uint8 N×3×H×W tensors; all images of a batch share one size, so a size change
+    starts a new batch. Entries that cannot be decoded are skipped and recorded in `decode_log` (or raise
+    `DecodeError` when the source is strict). `len()` counts candidate entries; the number yielded is
+    `len(source) - len(source.decode_log.skipped)` after a full pass. Sources never resize.
+    """
+
+    strict: bool = False
+
+    def __init__(self) -> None:
+        self.decode_log = DecodeLog()
+
+    @abstractmethod
+    def ids(self) -> list[str]:
+        """Identifiers of the candidate entries, in iteration order."""
+
+    @abstractmethod
+    def load(self, index: int) -> np.ndarray:
+        """The `index`-th entry as an H×W×3 uint8 array; raises `DecodeError` when unreadable."""
+
+    @abstractmethod
+    def manifest(self) -> dict:
+        """JSON-ready description of exactly which bytes this source yields (cache keys build on it)."""
+
+    def scan_skips(self) -> list[tuple[str, str]]:
+        """(name, reason) of entries refused while listing (bad extension, symlink loop, unsafe path).
+
+        They never appear in `ids()`; `iter_images` adds them to `decode_log` after its pass, and code
+        that reads entries with `load` should report them too.
+        """
+        return []
+
+    def manifest_hash(self) -> str:
+        """Short stable hash of `manifest()`."""
+        return stable_hash(self.manifest())
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
+    def iter_images(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield `(id, H×W×3 uint8)` pairs, skipping (or, when strict, raising on) unreadable entries."""
+        self.decode_log = DecodeLog()
+        for index, image_id in enumerate(self.ids()):
+            try:
+                image = self.load(index)
+            except DecodeError as error:
+                if self.strict:
+                    raise
+                self.decode_log.skip(image_id, error.reason)
+                continue
+            yield image_id, image
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[list[str], torch.Tensor]]:
+        """Yield `(ids, uint8 N×3×H×W)` with N ≤ `batch_size`; a change of image size starts a new batch."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        pending_ids: list[str] = []
+        pending: list[np.ndarray] = []
+        for image_id, image in self.iter_images():
+            if pending and (image.shape != pending[0].shape or len(pending) == batch_size):
+                yield pending_ids, stack_images(pending)
+                pending_ids, pending = [], []
+            pending_ids.append(image_id)
+            pending.append(image)
+        if pending:
+            yield pending_ids, stack_images(pending)
+
+
+def stack_images(images: list[np.ndarray]) -> torch.Tensor:
+    """Stack H×W×3 uint8 arrays of one size into a contiguous uint8 N×3×H×W tensor."""
+    stacked = np.stack(images, axis=0)
+    return torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2)))

@@ -1,0 +1,132 @@
+"""Face spaces built on dlib: the dlib ResNet identity descriptor and the age/gender networks.
+
+Both find the face the same way: the batch is resized to a declared working size (rounded back to uint8,
+since dlib reads bytes), dlib's HOG frontal-face detector runs on each image, the largest detection is
+kept, and dlib's 5-point predictor gives the landmarks that align the face. An image with no detected
+face yields a NaN row; the extractor counts it (``n_skipped``) and says why (``skip_reason``). It never
+raises for a face-less image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from feature_spaces.extractor import Extractor
+from feature_spaces.preprocess import resize_and_crop
+from feature_spaces.spec import FeatureSpaceSpec
+
+NO_FACE = "no face detected by dlib's HOG detector"
+
+
+class DlibFaceAligner:
+    """HOG detection (``upsample`` times) and 5-point landmarks; returns the largest face's shape."""
+
+    def __init__(self, predictor_path: Path, upsample: int):
+        import dlib
+
+        self.dlib = dlib
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(predictor_path))
+        self.upsample = upsample
+
+    def landmarks(self, image: np.ndarray):
+        """The 5-point shape of the largest face in an H×W×3 uint8 RGB image, or None."""
+        boxes = self.detector(image, self.upsample)
+        if len(boxes) == 0:
+            return None
+        box = max(boxes, key=lambda b: (b.width() * b.height(), -b.left(), -b.top()))
+        return self.predictor(image, box)
+
+
+def working_images(images: torch.Tensor, spec: FeatureSpaceSpec) -> list[np.ndarray]:
+    """The batch at the declared working size as contiguous H×W×3 uint8 arrays (dlib's input)."""
+    x = resize_and_crop(images, spec.preprocessing).round().clamp(0, 255).to("cpu", torch.uint8)
+    return [np.ascontiguousarray(img.permute(1, 2, 0).numpy()) for img in x]
+
+
+class DlibFaceIdExtractor(Extractor):
+    """128-d dlib ResNet face descriptors (same person ≈ Euclidean distance < 0.6)."""
+
+    def __init__(self, spec: FeatureSpaceSpec, device: torch.device, paths: Sequence[Path]):
+        import dlib
+
+        super().__init__(spec, device)
+        self.aligner = DlibFaceAligner(paths[1], upsample=int(spec.extra["detector_upsample"]))
+        self.encoder = dlib.face_recognition_model_v1(str(paths[0]))
+
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        rows = np.full((images.shape[0], self.spec.dim), np.nan, dtype=np.float64)
+        for i, image in enumerate(working_images(images, self.spec)):
+            shape = self.aligner.landmarks(image)
+            if shape is not None:
+                rows[i] = np.asarray(
+                    self.encoder.compute_face_descriptor(
+                        image, shape, 0, float(self.spec.extra["chip_padding"])
+                    )
+                )
+        self.record_skips(int(np.isnan(rows[:, 0]).sum()), NO_FACE)
+        return torch.from_numpy(rows).to(self.device, torch.float32)
+
+
+class AgeGenderExtractor(Extractor):
+    """Concatenated class probabilities of the Cydral gender (2: female, male) and age (81: 0…80 years)
+    networks, each fed its own dlib-aligned chip (32² and 64², padding 0.2, (RGB − mean) / 256)."""
+
+    GENDER_LABELS = ("female", "male")
+
+    def __init__(self, spec: FeatureSpaceSpec, device: torch.device, paths: Sequence[Path]):
+        import onnxruntime as ort
+
+        super().__init__(spec, device)
+        self.aligner = DlibFaceAligner(paths[2], upsample=int(spec.extra["detector_upsample"]))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        self.gender = ort.InferenceSession(str(paths[0]), options, providers=providers)
+        self.age = ort.InferenceSession(str(paths[1]), options, providers=providers)
+        self.means = np.asarray(spec.extra["channel_means"], dtype=np.float32)
+
+    def _chip_input(self, chip: np.ndarray) -> np.ndarray:
+        values = chip.astype(np.float32)
+        values -= self.means
+        values /= np.float32(256.0)
+        return np.ascontiguousarray(values.transpose(2, 0, 1)[None])
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray | None:
+        """[p(female), p(male), p(age 0) … p(age 80)] for one H×W×3 uint8 image, or None if no face."""
+        import dlib
+
+        shape = self.aligner.landmarks(image)
+        if shape is None:
+            return None
+        padding = float(self.spec.extra["chip_padding"])
+        gender_chip = dlib.get_face_chip(
+            image, shape, size=int(self.spec.extra["gender_chip"]), padding=padding
+        )
+        age_chip = dlib.get_face_chip(image, shape, size=int(self.spec.extra["age_chip"]), padding=padding)
+        gender = self.gender.run(None, {"images": self._chip_input(gender_chip)})[0][0]
+        age = self.age.run(None, {"images": self._chip_input(age_chip)})[0][0]
+        return np.concatenate([gender, age]).astype(np.float64)
+
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        rows = np.full((images.shape[0], self.spec.dim), np.nan, dtype=np.float64)
+        for i, image in enumerate(working_images(images, self.spec)):
+            probs = self.probabilities(image)
+            if probs is not None:
+                rows[i] = probs
+        self.record_skips(int(np.isnan(rows[:, 0]).sum()), NO_FACE)
+        return torch.from_numpy(rows).to(self.device, torch.float32)
+
+
+def dlib_face_id_loader(spec, device, paths):
+    return DlibFaceIdExtractor(spec, device, paths)
+
+
+def agegender_loader(spec, device, paths):
+    return AgeGenderExtractor(spec, device, paths)
