@@ -152,7 +152,7 @@ def test_sigkill_then_restart_recomputes_nothing_finished(tmp_path: Path) -> Non
     for name in finished:  # atomic writes: every file under its final name is whole and readable
         assert store.load(name.removesuffix(".npz")) is not None
     config = EngineConfig(
-        batch_size=8, chunk_size=16, cache=ContentCache("engine", root=cache), progress=False
+        batch_size=8, chunk_size=8, cache=ContentCache("engine", root=cache), progress=False
     )
     source = open_source("dcgan-faces:count=96,seed=3")
     resumed = run_engine(source, engine_worker.variants(), engine_worker.SPACES, None, config)

@@ -14,6 +14,7 @@ numbers a single process would get.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -203,47 +204,15 @@ def run_engine(
             for space in extractors
         }
         stored = _read_cached(cache, keys)
-        if len(stored) < len(keys) and cache is not None:
-            with cache.lock(
-                stable_hash({"chunk-lock": source_hash, "chunk": chunk, "size": config.chunk_size})
-            ):
+        if len(stored) < len(keys):
+            lock_key = stable_hash({"chunk-lock": source_hash, "chunk": chunk, "size": config.chunk_size})
+            with cache.lock(lock_key) if cache is not None else contextlib.nullcontext():
                 stored = _read_cached(cache, keys)  # another run may have finished it meanwhile
                 if len(stored) < len(keys):
-                    stored.update(
-                        _compute_chunk(
-                            source,
-                            start,
-                            stop,
-                            variants,
-                            extractors,
-                            masks,
-                            keys,
-                            stored,
-                            config,
-                            device,
-                            progress,
-                            timings,
-                            cache,
-                        )
+                    job = _ChunkJob(
+                        source, variants, extractors, masks, config, device, progress, timings, cache
                     )
-        elif len(stored) < len(keys):
-            stored.update(
-                _compute_chunk(
-                    source,
-                    start,
-                    stop,
-                    variants,
-                    extractors,
-                    masks,
-                    keys,
-                    stored,
-                    config,
-                    device,
-                    progress,
-                    timings,
-                    None,
-                )
-            )
+                    stored.update(job.compute(start, stop, keys, stored))
         else:
             progress.update((stop - start) * len(variants))
         computed_now = {pair for pair, payload in stored.items() if payload.get("fresh")}
@@ -289,6 +258,41 @@ def _decode_skips_of(stored: dict[tuple[str, str], dict]) -> list[tuple[str, str
     for payload in stored.values():
         return [tuple(item) for item in json.loads(str(payload["decode_skips"]))]
     return []
+
+
+@dataclass
+class _ChunkJob:
+    """What computing any chunk needs: the source, variants, loaded spaces, masks and run settings."""
+
+    source: ImageSource
+    variants: Sequence[Variant]
+    extractors: dict[str, Any]
+    masks: MaskProvider | None
+    config: EngineConfig
+    device: torch.device
+    progress: Any
+    timings: dict[str, float]
+    cache: ContentCache | None
+
+    def compute(
+        self, start: int, stop: int, keys: dict[tuple[str, str], str], stored: dict[tuple[str, str], dict]
+    ) -> dict[tuple[str, str], dict]:
+        """Compute the (variant, space) results of images start … stop − 1 missing from `stored`."""
+        return _compute_chunk(
+            self.source,
+            start,
+            stop,
+            self.variants,
+            self.extractors,
+            self.masks,
+            keys,
+            stored,
+            self.config,
+            self.device,
+            self.progress,
+            self.timings,
+            self.cache,
+        )
 
 
 def _compute_chunk(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.engine import ALL_IMAGES, Variant, run_engine
-from bench.experiments.common import engine_config, results_frame, row
+from bench.experiments.common import EngineSettings, engine_config, results_frame, row
 from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
 from bench.experiments.runner import register_experiment
 from bench.metrics import frechet_distance
@@ -25,7 +25,7 @@ EXPERIMENT = "attribute_proportion"
 
 
 @dataclass
-class AttributeProportionConfig:
+class AttributeProportionConfig(EngineSettings):
     """Settings of an attribute-proportion run."""
 
     root: str = ""  # folder holding base/ and cf_<attribute>/ subfolders
@@ -34,12 +34,7 @@ class AttributeProportionConfig:
     deltas: list[float] = field(default_factory=lambda: [float(d) for d in range(0, 101, 5)])  # percent
     pairs: int = 1000
     draws: int = 10
-    seed: int = 0
-    batch_size: int = 32
-    chunk_size: int = 256
-    device: str | None = None
     reservoir_size: int = 100_000
-    progress: bool = True
 
 
 def _pair_key(image_id: str) -> str:

@@ -87,7 +87,19 @@ def _matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def engine_config(settings: Any) -> EngineConfig:
+@dataclasses.dataclass
+class EngineSettings:
+    """The run settings every experiment config carries (its own fields come after these)."""
+
+    seed: int = 0
+    batch_size: int = 32
+    chunk_size: int = 256
+    device: str | None = None
+    reservoir_size: int = 2000  # feature rows kept per cell for KID, P/R, bootstrap and exact low-rank FD
+    progress: bool = True
+
+
+def engine_config(settings: EngineSettings) -> EngineConfig:
     """EngineConfig from the engine fields every experiment config carries."""
     return EngineConfig(
         batch_size=settings.batch_size,

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.engine import ALL_IMAGES, Variant, run_engine
-from bench.experiments.common import engine_config, fd_between_cells, results_frame, row
+from bench.experiments.common import EngineSettings, engine_config, fd_between_cells, results_frame, row
 from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
 from bench.experiments.runner import register_experiment
 from bench.metrics import density_coverage, kernel_inception_distance, precision_recall
@@ -18,7 +18,7 @@ METRICS = ("fd", "kid", "precision", "recall", "density", "coverage")
 
 
 @dataclass
-class GeneratorComparisonConfig:
+class GeneratorComparisonConfig(EngineSettings):
     """Settings of a generator comparison."""
 
     reference: str = ""
@@ -28,12 +28,7 @@ class GeneratorComparisonConfig:
     kid_subsets: int = 100
     spectral: bool = False  # add a spectral section: reference against every generator
     spectral_crop: int | None = None  # centre-crop every image to this side (else group by size)
-    seed: int = 0
-    batch_size: int = 32
-    chunk_size: int = 256
-    device: str | None = None
     reservoir_size: int = 5000
-    progress: bool = True
 
 
 def run_generator_comparison(config: GeneratorComparisonConfig) -> ExperimentOutput:

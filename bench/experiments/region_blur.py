@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.engine import ALL_IMAGES, EngineResult, Variant, run_engine
 from bench.engine.masking import FolderMasks, MaskProvider, ParserMasks
-from bench.experiments.common import engine_config, fd_between_cells, results_frame, row
+from bench.experiments.common import EngineSettings, engine_config, fd_between_cells, results_frame, row
 from bench.masks import REGIONS
 from bench.metrics import frechet_distance
 from bench.perturbations import make_perturbation
@@ -38,7 +38,7 @@ OFFLINE_SPACES = [
 
 
 @dataclass
-class RegionBlurConfig:
+class RegionBlurConfig(EngineSettings):
     """Settings of a region-blur run (every field can be set from a TOML table)."""
 
     source: str = "dcgan-faces:count=500,seed=0"
@@ -51,12 +51,6 @@ class RegionBlurConfig:
     bootstrap: int = 50
     sweep: str | None = None  # None, "sigma" or "fraction"
     sweep_levels: list[float] = field(default_factory=list)
-    seed: int = 0
-    batch_size: int = 32
-    chunk_size: int = 256
-    device: str | None = None
-    reservoir_size: int = 2000
-    progress: bool = True
 
     def __post_init__(self) -> None:
         unknown = [region for region in self.regions if region not in REGIONS or region == "All"]

@@ -15,7 +15,7 @@ import torch
 
 from bench.device import resolve_device
 from bench.engine import ALL_IMAGES, Variant, run_engine
-from bench.experiments.common import engine_config, fd_between_cells, results_frame, row
+from bench.experiments.common import EngineSettings, engine_config, fd_between_cells, results_frame, row
 from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
 from bench.experiments.runner import register_experiment
 from bench.metrics import frechet_distance
@@ -27,7 +27,7 @@ EXPERIMENT = "style_probe"
 
 
 @dataclass
-class StyleProbeConfig:
+class StyleProbeConfig(EngineSettings):
     """Settings of a style-statistics probe."""
 
     source: str = "dcgan-faces:count=500,seed=0"
@@ -37,12 +37,6 @@ class StyleProbeConfig:
     mode: str = "pixel"  # "pixel" or "feature"
     layers: dict[str, str] = field(default_factory=dict)  # feature mode: space -> layer name
     style_count: int = 64
-    seed: int = 0
-    batch_size: int = 32
-    chunk_size: int = 256
-    device: str | None = None
-    reservoir_size: int = 2000
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("pixel", "feature"):
