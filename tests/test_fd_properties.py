@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.metrics import frechet_distance
+from bench.metrics import frechet_distance, frechet_distance_resampled
 from tests.oracles import random_orthogonal
 
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
@@ -64,3 +64,18 @@ def test_low_rank_and_full_paths_agree(seed: int, d: int, n: int) -> None:
     low_rank = frechet_distance(x, y)
     assert low_rank.method == "low-rank"
     assert frechet_distance(x, y, method="eigh").value == pytest.approx(low_rank.value, rel=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, d=st.integers(2, 30), n1=st.integers(3, 60), n2=st.integers(3, 60))
+def test_resampled_fd_equals_fd_of_the_repeated_rows(seed: int, d: int, n1: int, n2: int) -> None:
+    """Bootstrap replicates computed on distinct rows with multiplicities equal the plain computation."""
+    x, y = _pair(seed, d, n1, n2)
+    rng = np.random.default_rng(seed + 3)
+    rows_x, rows_y = rng.integers(0, n1, n1), rng.integers(0, n2, n2)
+    if len(set(rows_x)) < 2 or len(set(rows_y)) < 2:
+        return
+    plain = frechet_distance(x[rows_x], y[rows_y])
+    weighted = frechet_distance_resampled(x, rows_x, y, rows_y)
+    assert weighted.value == pytest.approx(plain.value, rel=1e-8, abs=1e-10)
+    assert weighted.mean_term == pytest.approx(plain.mean_term, rel=1e-10, abs=1e-12)

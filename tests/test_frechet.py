@@ -175,3 +175,21 @@ def test_non_finite_rows_are_counted_in_the_error() -> None:
 def test_unknown_method_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown FD method 'sqrtm'"):
         frechet_distance(np.ones((3, 2)), np.ones((3, 2)), method="sqrtm")
+
+
+def test_ill_conditioned_definite_covariances_match_the_singular_value_oracle() -> None:
+    """cond(Σ) ~ 1e8: every tiny eigenvalue of Σ1Σ2 is genuine and counts. Oracle: the singular values
+    of L2ᵀL1 (no squaring), whose sum is tr (Σ1Σ2)^{1/2}."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(9)
+    d = 256
+    mixing = rng.standard_normal((d, d)) / np.sqrt(d) * np.linspace(1.0, 0.002, d)
+    first = GaussianStats.from_features(rng.standard_normal((3 * d, d)) @ mixing)
+    second = GaussianStats.from_features(rng.standard_normal((3 * d, d)) @ mixing * 1.1)
+    factor = scipy.linalg.cholesky(second.cov, lower=True).T @ scipy.linalg.cholesky(first.cov, lower=True)
+    delta = first.mean - second.mean
+    oracle = (
+        delta @ delta + np.trace(first.cov) + np.trace(second.cov) - 2 * scipy.linalg.svdvals(factor).sum()
+    )
+    assert frechet_distance(first, second).value == pytest.approx(oracle, rel=1e-11)

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--spaces", nargs="+", help="feature spaces (default: every one that can load)")
     parser.add_argument("--regions", nargs="+", help="regions to blur (default: the face regions)")
-    parser.add_argument("--bootstrap", type=int, default=50, help="bootstrap replicates for CIs (default 50)")
+    parser.add_argument("--bootstrap", type=int, default=25, help="bootstrap replicates for CIs (default 25)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
@@ -74,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nRegion-blur sensitivity, nFD = FD(X, B_r X) / FD(X, B_All X), {args.count} dcgan-faces images")
     table = nfd_table(output.results)
     print(to_markdown(table) if table is not None else "(no nFD values: see the problems below)")
-    for note in output.notes:
-        print(f"note: {note}")
     cache = output.manifest.get("cache", {})
     print(
         f"\nfinished in {elapsed:.0f} s; feature cache: {cache.get('hits', 0)} chunk results read, "

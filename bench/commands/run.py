@@ -57,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
     if shard.rank != 0:
         run_experiment(kind, config)  # contributes its shard; rank 0 gathers and writes
         return 0
-    output, page = run_and_report(kind, config, out, spectral)
-    for note in output.notes:
-        print(f"note: {note}")
+    _, page = run_and_report(kind, config, out, spectral)
     print(f"results: {out / 'results.csv'}\nHTML report: {page.resolve()}")
     return 0

@@ -21,7 +21,7 @@ from bench.engine import ALL_IMAGES, EngineResult, Variant, run_engine
 from bench.engine.masking import FolderMasks, MaskProvider, ParserMasks
 from bench.experiments.common import EngineSettings, engine_config, fd_between_cells, results_frame, row
 from bench.masks import REGIONS
-from bench.metrics import frechet_distance
+from bench.metrics.frechet import frechet_distance_resampled
 from bench.perturbations import make_perturbation
 from bench.sources import open_source
 
@@ -217,20 +217,28 @@ def _bootstrap(
             f"space {space}: more images than the reservoir holds ({config.reservoir_size}); no bootstrap CI"
         )
         return {}
-    ids = clean_all.ids
-    rng = np.random.default_rng(config.seed)
-    row_of = {
-        region: {image_id: i for i, image_id in enumerate(clean.ids)} for region, (clean, _) in pairs.items()
+    # Resample images, not rows: a replicate draws image ids from every image seen in this space, and each
+    # set keeps the drawn images it holds (a face space may have lost different images in the clean and
+    # the blurred version), exactly as the point estimate was formed.
+    universe = sorted({image_id for pair in pairs.values() for cell in pair for image_id in cell.ids})
+    rows_of = {
+        id(cell): {image_id: i for i, image_id in enumerate(cell.ids)}
+        for pair in pairs.values()
+        for cell in pair
     }
+    rng = np.random.default_rng(config.seed)
     samples: dict[tuple[str, str], list[float]] = {}
     for _ in range(config.bootstrap):
-        drawn = [ids[i] for i in rng.integers(0, len(ids), len(ids))]
+        drawn = [universe[i] for i in rng.integers(0, len(universe), len(universe))]
         values = {}
         for region, (clean, blurred) in pairs.items():
-            rows = np.array([row_of[region][image_id] for image_id in drawn if image_id in row_of[region]])
-            if len(rows) < 2:
+            clean_rows = [rows_of[id(clean)][i] for i in drawn if i in rows_of[id(clean)]]
+            blurred_rows = [rows_of[id(blurred)][i] for i in drawn if i in rows_of[id(blurred)]]
+            if min(len(clean_rows), len(blurred_rows)) < 2:
                 continue
-            values[region] = frechet_distance(clean.features[rows], blurred.features[rows]).value
+            values[region] = frechet_distance_resampled(
+                clean.features, np.array(clean_rows), blurred.features, np.array(blurred_rows)
+            ).value
         for region, value in values.items():
             samples.setdefault((region, "fd"), []).append(value)
             if values.get("All", 0) > 0:

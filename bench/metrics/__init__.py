@@ -1,6 +1,6 @@
 """Distances between feature sets: pure functions, no I/O, no hidden randomness (seeds are arguments)."""
 
-from bench.metrics.frechet import FrechetResult, frechet_distance
+from bench.metrics.frechet import FrechetResult, frechet_distance, frechet_distance_resampled
 from bench.metrics.frechet_batched import frechet_distance_many
 from bench.metrics.kid import KIDResult, kernel_inception_distance
 from bench.metrics.neighbours import DensityCoverage, PrecisionRecall, density_coverage, precision_recall
@@ -18,6 +18,7 @@ __all__ = [
     "fd_infinity",
     "frechet_distance",
     "frechet_distance_many",
+    "frechet_distance_resampled",
     "kernel_inception_distance",
     "precision_recall",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics.frechet import frechet_distance
+from bench.metrics.frechet import frechet_distance, frechet_distance_resampled
 from bench.stats import FeatureError, GaussianStats, as_float64_features
 
 
@@ -41,7 +41,7 @@ def bootstrap_fd(x: Any, y: Any, num_boot: int = 200, seed: int = 0, confidence:
     for index in range(num_boot):
         rows_x = rng.integers(0, first.shape[0], first.shape[0])
         rows_y = rng.integers(0, second.shape[0], second.shape[0])
-        samples[index] = frechet_distance(first[rows_x], second[rows_y]).value
+        samples[index] = frechet_distance_resampled(first, rows_x, second, rows_y).value
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(samples, [tail, 100.0 - tail])
     return BootstrapFD(
