@@ -239,3 +239,40 @@ def test_run_command_adds_a_spectral_section_when_asked(tmp_path: Path, cache_di
     page = (tmp_path / "run" / "report.html").read_text()
     assert "spectral" in page.lower() and page.count("data:image/png;base64") >= 2
     assert (tmp_path / "run" / "run.log").exists()
+
+
+def test_region_blur_with_a_space_that_loses_different_images(cache_dir, tmp_path: Path) -> None:
+    """A face-like space finds no 'face' in some clean and some blurred images (NaN rows): the run
+    counts them, and the bootstrap resamples images rather than assuming row-aligned sets."""
+    import dataclasses
+
+    import feature_spaces as fs
+    from feature_spaces.extractor import Extractor
+
+    class Picky(Extractor):
+        def extract(self, images: torch.Tensor) -> torch.Tensor:
+            values = images.float().mean(dim=(2, 3))  # (N, 3) channel means
+            keep = (images.float().std(dim=(1, 2, 3)) > 45).float()
+            return torch.where(keep[:, None] > 0, values, torch.full_like(values, float("nan")))
+
+    base = fs.get("pixels-randproj").spec
+    spec = dataclasses.replace(base, name="test-picky", dim=3, extra={"variant": "picky"})
+    fs.register(spec, lambda spec, device, paths: Picky(spec, device), replace=True)
+    try:
+        config = RegionBlurConfig(
+            source="dcgan-faces:count=48,seed=0",
+            spaces=["test-picky"],
+            regions=["Skin"],
+            parser_input_size=128,
+            bootstrap=10,
+            progress=False,
+        )
+        output = run_region_blur(config)
+    finally:
+        fs.unregister("test-picky")
+    table = output.results
+    fd_rows = table[table.metric == "fd"].set_index("region")
+    assert fd_rows.loc["All", "n"] < 48  # the whole-image blur lowers the contrast of many images
+    assert any("test-picky" in note and "gave no features" in note for note in output.notes)
+    skin = table[(table.metric == "nfd") & (table.region == "Skin")].iloc[0]
+    assert np.isfinite(skin.ci_low) and np.isfinite(skin.ci_high)
