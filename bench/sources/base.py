@@ -66,6 +66,9 @@ class ImageSource(ABC):
                 self.decode_log.skip(image_id, error.reason)
                 continue
             yield image_id, image
+        # Entries refused while listing belong in the same run log as decode failures.
+        for name, reason in self.scan_skips():
+            self.decode_log.skip(name, reason)
 
     def iter_batches(self, batch_size: int) -> Iterator[tuple[list[str], torch.Tensor]]:
         """Yield `(ids, uint8 N×3×H×W)` with N ≤ `batch_size`; a change of image size starts a new batch."""

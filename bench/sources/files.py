@@ -91,12 +91,6 @@ class FolderSource(ImageSource):
     def scan_skips(self) -> list[tuple[str, str]]:
         return list(self.scan_log.skipped)
 
-    def iter_images(self):
-        yield from super().iter_images()
-        # Files refused while scanning belong in the same run log as decode failures.
-        for name, reason in self.scan_skips():
-            self.decode_log.skip(name, reason)
-
     def manifest(self) -> dict:
         """Relative paths, sizes and sha256 of every candidate file.
 
@@ -198,11 +192,6 @@ class ZipSource(ImageSource):
 
     def scan_skips(self) -> list[tuple[str, str]]:
         return list(self.scan_log.skipped)
-
-    def iter_images(self):
-        yield from super().iter_images()
-        for name, reason in self.scan_skips():
-            self.decode_log.skip(name, reason)
 
     def manifest(self) -> dict:
         if self._manifest is None:
