@@ -276,3 +276,38 @@ def test_region_blur_with_a_space_that_loses_different_images(cache_dir, tmp_pat
     assert any("test-picky" in note and "gave no features" in note for note in output.notes)
     skin = table[(table.metric == "nfd") & (table.region == "Skin")].iloc[0]
     assert np.isfinite(skin.ci_low) and np.isfinite(skin.ci_high)
+
+
+def test_a_space_with_no_features_after_the_whole_blur_is_a_note(cache_dir) -> None:
+    """A face space that finds no face once the whole image is blurred: its rows are left out with a
+    note, and the other spaces' results are still there."""
+    import dataclasses
+
+    import feature_spaces as fs
+    from feature_spaces.extractor import Extractor
+
+    class NeedsSharpImages(Extractor):
+        def extract(self, images: torch.Tensor) -> torch.Tensor:
+            values = images.float().mean(dim=(2, 3))
+            sharp = (images.float().diff(dim=-1).abs().mean(dim=(1, 2, 3)) > 6).float()
+            return torch.where(sharp[:, None] > 0, values, torch.full_like(values, float("nan")))
+
+    base = fs.get("pixels-randproj").spec
+    spec = dataclasses.replace(base, name="test-sharp", dim=3, extra={"variant": "sharp"})
+    fs.register(spec, lambda spec, device, paths: NeedsSharpImages(spec, device), replace=True)
+    try:
+        config = RegionBlurConfig(
+            source="dcgan-faces:count=12,seed=0",
+            spaces=["test-sharp", "pixels-randproj"],
+            regions=["Skin"],
+            parser_input_size=128,
+            bootstrap=3,
+            progress=False,
+        )
+        output = run_region_blur(config)
+    finally:
+        fs.unregister("test-sharp")
+    assert set(output.results.space) == {"pixels-randproj"}
+    assert any(
+        note.startswith("space test-sharp: fewer than 2 images with features") for note in output.notes
+    )

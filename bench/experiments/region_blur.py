@@ -167,8 +167,12 @@ def _space_rows(
     config: RegionBlurConfig, result: EngineResult, space: str, notes: list[str]
 ) -> list[dict[str, Any]]:
     clean_all, blur_all = result.cell("clean", space), result.cell("blur:All", space)
-    if clean_all is None or blur_all is None or clean_all.n < 2:
-        notes.append(f"space {space}: fewer than 2 images with features; no FD computed")
+    if clean_all is None or blur_all is None or min(clean_all.n, blur_all.n) < 2:
+        clean_n, blurred_n = (0 if cell is None else cell.n for cell in (clean_all, blur_all))
+        notes.append(
+            f"space {space}: fewer than 2 images with features ({clean_n} clean, {blurred_n} blurred); "
+            "no FD computed"
+        )
         return []
     reference = fd_between_cells(clean_all, blur_all)
     rows = _fd_rows(space, "All", reference, reference.value, None)
@@ -177,6 +181,11 @@ def _space_rows(
     for region in config.regions:
         clean, blurred = result.cell("clean", space, region), result.cell(f"blur:{region}", space, region)
         if clean is None or clean.n < 2:
+            continue
+        if blurred is None or blurred.n < 2:
+            notes.append(
+                f"space {space}, region {region}: fewer than 2 blurred images with features; left out"
+            )
             continue
         fd = fd_between_cells(clean, blurred)
         region_rows = _fd_rows(space, region, fd, reference.value, intervals)
@@ -210,7 +219,7 @@ def _bootstrap(
     pairs = {"All": (clean_all, blur_all)}
     for region in config.regions:
         clean, blurred = result.cell("clean", space, region), result.cell(f"blur:{region}", space, region)
-        if clean is not None and clean.n >= 2 and blurred is not None:
+        if clean is not None and blurred is not None and min(clean.n, blurred.n) >= 2:
             pairs[region] = (clean, blurred)
     if not all(a.reservoir_is_complete and b.reservoir_is_complete for a, b in pairs.values()):
         notes.append(
@@ -255,7 +264,7 @@ def _sweep_rows(
             subset = ALL_IMAGES if region == "All" else region
             clean = result.cell("clean", space, subset)
             swept = result.cell(f"{config.sweep}={level:g}:{region}", space, subset)
-            if clean is None or swept is None or clean.n < 2:
+            if clean is None or swept is None or min(clean.n, swept.n) < 2:
                 continue
             fd = fd_between_cells(clean, swept)
             n = min(fd.n1 or 0, fd.n2 or 0)

@@ -81,11 +81,13 @@ def _pixel_probe(config: StyleProbeConfig, source: ImageSource) -> ExperimentOut
     rows: list[dict[str, Any]] = []
     for space in config.spaces:
         clean, full = result.cell("clean", space), result.cell("adain=1", space)
-        if clean is None or full is None or clean.n < 2:
+        cells = [result.cell(f"adain={alpha:g}", space) for alpha in config.alphas]
+        if any(cell is None or cell.n < 2 for cell in [clean, full, *cells]):
+            notes.append(f"space {space}: fewer than 2 images with features in some α set; no ratio computed")
             continue
         reference = fd_between_cells(clean, full).value
-        for alpha in config.alphas:
-            fd = fd_between_cells(clean, result.cell(f"adain={alpha:g}", space))
+        for alpha, cell in zip(config.alphas, cells, strict=True):
+            fd = fd_between_cells(clean, cell)
             rows.append(row(EXPERIMENT, space, "pixel", "All", float(alpha), "fd", fd.value, clean.n))
             rows.append(
                 row(
