@@ -196,6 +196,7 @@ def run_engine(
         min(total, (chunk + 1) * config.chunk_size) - chunk * config.chunk_size for chunk in my_chunks
     )
     progress = _progress(config.progress and config.shard.rank == 0, my_images, variants)
+    job = _ChunkJob(source, variants, extractors, masks, config, device, progress, timings, cache)
     for chunk in my_chunks:
         start, stop = chunk * config.chunk_size, min(total, (chunk + 1) * config.chunk_size)
         keys = {
@@ -209,9 +210,6 @@ def run_engine(
             with cache.lock(lock_key) if cache is not None else contextlib.nullcontext():
                 stored = _read_cached(cache, keys)  # another run may have finished it meanwhile
                 if len(stored) < len(keys):
-                    job = _ChunkJob(
-                        source, variants, extractors, masks, config, device, progress, timings, cache
-                    )
                     stored.update(job.compute(start, stop, keys, stored))
         else:
             progress.update((stop - start) * len(variants))
@@ -277,114 +275,95 @@ class _ChunkJob:
     def compute(
         self, start: int, stop: int, keys: dict[tuple[str, str], str], stored: dict[tuple[str, str], dict]
     ) -> dict[tuple[str, str], dict]:
-        """Compute the (variant, space) results of images start … stop − 1 missing from `stored`."""
-        return _compute_chunk(
-            self.source,
-            start,
-            stop,
-            self.variants,
-            self.extractors,
-            self.masks,
-            keys,
-            stored,
+        """Decode images start … stop − 1 once; run and save each (variant, space) missing from `stored`."""
+        source, variants, extractors, masks = self.source, self.variants, self.extractors, self.masks
+        config, device, progress, timings, cache = (
             self.config,
             self.device,
             self.progress,
             self.timings,
             self.cache,
         )
-
-
-def _compute_chunk(
-    source: ImageSource,
-    start: int,
-    stop: int,
-    variants: Sequence[Variant],
-    extractors: dict[str, Any],
-    masks: MaskProvider | None,
-    keys: dict[tuple[str, str], str],
-    stored: dict[tuple[str, str], dict],
-    config: EngineConfig,
-    device: torch.device,
-    progress: Any,
-    timings: dict[str, float],
-    cache: ContentCache | None,
-) -> dict[tuple[str, str], dict]:
-    """Decode the chunk once, run every missing (variant, space) on it, and store each result atomically."""
-    missing = [pair for pair in keys if pair not in stored]
-    buffers: dict[tuple[str, str], dict[str, list]] = {
-        pair: {"ids": [], "features": [], "membership": []} for pair in missing
-    }
-    skip_counts: dict[tuple[str, str], Counter] = {pair: Counter() for pair in missing}
-    decode_skips: list[tuple[str, str]] = []
-    needs_masks = masks is not None and any(v.needs_masks for v in variants)
-    for batch in iter_chunk(source, start, stop, config.batch_size, decode_skips):
-        images = batch.images.to(device)
-        labels = has_labels = None
-        if needs_masks:
-            tic = time.perf_counter()
-            labels, has_labels = masks.labels(batch.ids, images)
-            timings["masks"] = timings.get("masks", 0.0) + time.perf_counter() - tic
-        for variant in variants:
-            wanted = [space for space in extractors if (variant.name, space) in buffers]
-            if not wanted:
-                progress.update(len(batch.ids))
-                continue
-            tic = time.perf_counter()
-            perturbed = images
-            if variant.perturbation is not None:
-                region = None
-                if variant.region not in (None, "All"):
-                    region = region_mask(labels, masks.convention, variant.region) & has_labels[:, None, None]
-                perturbed = variant.perturbation(images, region, offset=batch.offset)
-            timings["perturb"] = timings.get("perturb", 0.0) + time.perf_counter() - tic
-            membership = _membership(
-                variant, labels, has_labels, masks.convention if masks else None, len(batch.ids)
-            )
-            # Only images in at least one kept subset are worth extracting (a region blur of an image
-            # without that region is never summarised).
-            eligible = membership.any(axis=1)
-            if not eligible.any():
-                progress.update(len(batch.ids))
-                continue
-            chosen = (
-                perturbed if eligible.all() else perturbed[torch.from_numpy(eligible).to(perturbed.device)]
-            )
-            chosen_ids = [image_id for image_id, keep in zip(batch.ids, eligible, strict=True) if keep]
-            for space in wanted:
-                tic = time.perf_counter()
-                with torch.no_grad():
-                    features = extractors[space](chosen).float().cpu().numpy()
-                timings[f"space:{space}"] = timings.get(f"space:{space}", 0.0) + time.perf_counter() - tic
-                good = np.isfinite(features).all(axis=1)
-                if not good.all():
-                    reason = _plain_reason(getattr(extractors[space], "skip_reason", None))
-                    skip_counts[(variant.name, space)][reason] += int((~good).sum())
-                buffer = buffers[(variant.name, space)]
-                buffer["ids"].extend(image_id for image_id, ok in zip(chosen_ids, good, strict=True) if ok)
-                buffer["features"].append(features[good])
-                buffer["membership"].append(membership[eligible][good])
-            progress.update(len(batch.ids))
-    results: dict[tuple[str, str], dict] = {}
-    for pair in missing:
-        buffer = buffers[pair]
-        variant = next(v for v in variants if v.name == pair[0])
-        dim = extractors[pair[1]].dim
-        payload = {
-            "ids": np.array(buffer["ids"], dtype=str),
-            "features": np.concatenate(buffer["features"])
-            if buffer["features"]
-            else np.zeros((0, dim), np.float32),
-            "membership": np.concatenate(buffer["membership"])
-            if buffer["membership"]
-            else np.zeros((0, len(variant.subsets)), dtype=bool),
-            "decode_skips": np.array(json.dumps(decode_skips)),
-            "feature_skips": np.array(json.dumps(dict(skip_counts[pair]))),
+        missing = [pair for pair in keys if pair not in stored]
+        buffers: dict[tuple[str, str], dict[str, list]] = {
+            pair: {"ids": [], "features": [], "membership": []} for pair in missing
         }
-        if cache is not None:
-            cache.save(keys[pair], payload)
-        results[pair] = {**payload, "fresh": True}
-    return results
+        skip_counts: dict[tuple[str, str], Counter] = {pair: Counter() for pair in missing}
+        decode_skips: list[tuple[str, str]] = []
+        needs_masks = masks is not None and any(v.needs_masks for v in variants)
+        for batch in iter_chunk(source, start, stop, config.batch_size, decode_skips):
+            images = batch.images.to(device)
+            labels = has_labels = None
+            if needs_masks:
+                tic = time.perf_counter()
+                labels, has_labels = masks.labels(batch.ids, images)
+                timings["masks"] = timings.get("masks", 0.0) + time.perf_counter() - tic
+            for variant in variants:
+                wanted = [space for space in extractors if (variant.name, space) in buffers]
+                if not wanted:
+                    progress.update(len(batch.ids))
+                    continue
+                tic = time.perf_counter()
+                perturbed = images
+                if variant.perturbation is not None:
+                    region = None
+                    if variant.region not in (None, "All"):
+                        region = (
+                            region_mask(labels, masks.convention, variant.region) & has_labels[:, None, None]
+                        )
+                    perturbed = variant.perturbation(images, region, offset=batch.offset)
+                timings["perturb"] = timings.get("perturb", 0.0) + time.perf_counter() - tic
+                membership = _membership(
+                    variant, labels, has_labels, masks.convention if masks else None, len(batch.ids)
+                )
+                # Only images in at least one kept subset are worth extracting (a region blur of an image
+                # without that region is never summarised).
+                eligible = membership.any(axis=1)
+                if not eligible.any():
+                    progress.update(len(batch.ids))
+                    continue
+                chosen = (
+                    perturbed
+                    if eligible.all()
+                    else perturbed[torch.from_numpy(eligible).to(perturbed.device)]
+                )
+                chosen_ids = [image_id for image_id, keep in zip(batch.ids, eligible, strict=True) if keep]
+                for space in wanted:
+                    tic = time.perf_counter()
+                    with torch.no_grad():
+                        features = extractors[space](chosen).float().cpu().numpy()
+                    timings[f"space:{space}"] = timings.get(f"space:{space}", 0.0) + time.perf_counter() - tic
+                    good = np.isfinite(features).all(axis=1)
+                    if not good.all():
+                        reason = _plain_reason(getattr(extractors[space], "skip_reason", None))
+                        skip_counts[(variant.name, space)][reason] += int((~good).sum())
+                    buffer = buffers[(variant.name, space)]
+                    buffer["ids"].extend(
+                        image_id for image_id, ok in zip(chosen_ids, good, strict=True) if ok
+                    )
+                    buffer["features"].append(features[good])
+                    buffer["membership"].append(membership[eligible][good])
+                progress.update(len(batch.ids))
+        results: dict[tuple[str, str], dict] = {}
+        for pair in missing:
+            buffer = buffers[pair]
+            variant = next(v for v in variants if v.name == pair[0])
+            dim = extractors[pair[1]].dim
+            payload = {
+                "ids": np.array(buffer["ids"], dtype=str),
+                "features": np.concatenate(buffer["features"])
+                if buffer["features"]
+                else np.zeros((0, dim), np.float32),
+                "membership": np.concatenate(buffer["membership"])
+                if buffer["membership"]
+                else np.zeros((0, len(variant.subsets)), dtype=bool),
+                "decode_skips": np.array(json.dumps(decode_skips)),
+                "feature_skips": np.array(json.dumps(dict(skip_counts[pair]))),
+            }
+            if cache is not None:
+                cache.save(keys[pair], payload)
+            results[pair] = {**payload, "fresh": True}
+        return results
 
 
 def _plain_reason(reason: str | None) -> str:
