@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,28 @@ def real_faces(shared_data: Path, tmp_path: Path) -> tuple[Path, Path]:
         mask_name = path.name.replace(".jpg.chip.jpg", ".jpg.chip.png")
         shutil.copy(mask_source / mask_name, masks / mask_name)
     return images, masks
+
+
+@contextlib.contextmanager
+def channel_mean_space(name: str, finds_face: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Register, for the duration, a 3-d space of channel means that gives NaN rows (like a face space
+    finding no face) wherever `finds_face(images)` is False."""
+    import dataclasses
+
+    import feature_spaces as fs
+    from feature_spaces.extractor import Extractor
+
+    class ChannelMeans(Extractor):
+        def extract(self, images: torch.Tensor) -> torch.Tensor:
+            values = images.float().mean(dim=(2, 3))
+            return torch.where(finds_face(images)[:, None], values, torch.full_like(values, float("nan")))
+
+    spec = dataclasses.replace(fs.get("pixels-randproj").spec, name=name, dim=3, extra={"variant": name})
+    fs.register(spec, lambda spec, device, paths: ChannelMeans(spec, device), replace=True)
+    try:
+        yield
+    finally:
+        fs.unregister(name)
 
 
 def test_region_blur_nfd_matches_an_independent_computation(real_faces, cache_dir) -> None:
@@ -244,32 +268,20 @@ def test_run_command_adds_a_spectral_section_when_asked(tmp_path: Path, cache_di
 def test_region_blur_with_a_space_that_loses_different_images(cache_dir, tmp_path: Path) -> None:
     """A face-like space finds no 'face' in some clean and some blurred images (NaN rows): the run
     counts them, and the bootstrap resamples images rather than assuming row-aligned sets."""
-    import dataclasses
 
-    import feature_spaces as fs
-    from feature_spaces.extractor import Extractor
+    def contrasty(images: torch.Tensor) -> torch.Tensor:
+        return images.float().std(dim=(1, 2, 3)) > 45
 
-    class Picky(Extractor):
-        def extract(self, images: torch.Tensor) -> torch.Tensor:
-            values = images.float().mean(dim=(2, 3))  # (N, 3) channel means
-            keep = (images.float().std(dim=(1, 2, 3)) > 45).float()
-            return torch.where(keep[:, None] > 0, values, torch.full_like(values, float("nan")))
-
-    base = fs.get("pixels-randproj").spec
-    spec = dataclasses.replace(base, name="test-picky", dim=3, extra={"variant": "picky"})
-    fs.register(spec, lambda spec, device, paths: Picky(spec, device), replace=True)
-    try:
-        config = RegionBlurConfig(
-            source="dcgan-faces:count=48,seed=0",
-            spaces=["test-picky"],
-            regions=["Skin"],
-            parser_input_size=128,
-            bootstrap=10,
-            progress=False,
-        )
+    config = RegionBlurConfig(
+        source="dcgan-faces:count=48,seed=0",
+        spaces=["test-picky"],
+        regions=["Skin"],
+        parser_input_size=128,
+        bootstrap=10,
+        progress=False,
+    )
+    with channel_mean_space("test-picky", contrasty):
         output = run_region_blur(config)
-    finally:
-        fs.unregister("test-picky")
     table = output.results
     fd_rows = table[table.metric == "fd"].set_index("region")
     assert fd_rows.loc["All", "n"] < 48  # the whole-image blur lowers the contrast of many images
@@ -281,32 +293,20 @@ def test_region_blur_with_a_space_that_loses_different_images(cache_dir, tmp_pat
 def test_a_space_with_no_features_after_the_whole_blur_is_a_note(cache_dir) -> None:
     """A face space that finds no face once the whole image is blurred: its rows are left out with a
     note, and the other spaces' results are still there."""
-    import dataclasses
 
-    import feature_spaces as fs
-    from feature_spaces.extractor import Extractor
+    def sharp(images: torch.Tensor) -> torch.Tensor:
+        return images.float().diff(dim=-1).abs().mean(dim=(1, 2, 3)) > 6
 
-    class NeedsSharpImages(Extractor):
-        def extract(self, images: torch.Tensor) -> torch.Tensor:
-            values = images.float().mean(dim=(2, 3))
-            sharp = (images.float().diff(dim=-1).abs().mean(dim=(1, 2, 3)) > 6).float()
-            return torch.where(sharp[:, None] > 0, values, torch.full_like(values, float("nan")))
-
-    base = fs.get("pixels-randproj").spec
-    spec = dataclasses.replace(base, name="test-sharp", dim=3, extra={"variant": "sharp"})
-    fs.register(spec, lambda spec, device, paths: NeedsSharpImages(spec, device), replace=True)
-    try:
-        config = RegionBlurConfig(
-            source="dcgan-faces:count=12,seed=0",
-            spaces=["test-sharp", "pixels-randproj"],
-            regions=["Skin"],
-            parser_input_size=128,
-            bootstrap=3,
-            progress=False,
-        )
+    config = RegionBlurConfig(
+        source="dcgan-faces:count=12,seed=0",
+        spaces=["test-sharp", "pixels-randproj"],
+        regions=["Skin"],
+        parser_input_size=128,
+        bootstrap=3,
+        progress=False,
+    )
+    with channel_mean_space("test-sharp", sharp):
         output = run_region_blur(config)
-    finally:
-        fs.unregister("test-sharp")
     assert set(output.results.space) == {"pixels-randproj"}
     assert any(
         note.startswith("space test-sharp: fewer than 2 images with features") for note in output.notes
