@@ -92,6 +92,7 @@ def frechet_distance_many(
     root = torch.from_numpy(root_np).to(target)
     reference_mean = torch.from_numpy(reference.mean).to(target)
     reference_trace = float(np.trace(reference.cov))
+    reference_definite = bool(torch.linalg.cholesky_ex(torch.from_numpy(reference.cov)).info == 0)
     results: list[FrechetResult] = []
     for start in range(0, len(others), chunk_size):
         chunk = others[start : start + chunk_size]
@@ -106,10 +107,12 @@ def frechet_distance_many(
             pending = (~verified).nonzero().flatten()
             inner = root @ covs[pending] @ root
             eigenvalues = torch.linalg.eigvalsh((inner + inner.transpose(-1, -2)) / 2.0)
-            # Same noise floor as the CPU path: eigenvalues below d · eps · max|λ| count as zero.
+            # The CPU path's rule: where the product may be rank-deficient, eigenvalues below the noise
+            # floor d · eps · max|λ| count as zero; a product of two positive-definite matrices keeps them.
             tolerance = eigenvalues.abs().max(dim=-1, keepdim=True).values * eigenvalues.shape[-1]
             tolerance = tolerance * torch.finfo(torch.float64).eps
-            above = eigenvalues > tolerance
+            definite = reference_definite & (torch.linalg.cholesky_ex(covs[pending]).info == 0)
+            above = eigenvalues > torch.where(definite[:, None], 0.0, tolerance)
             sqrt_traces[pending] = torch.where(above, eigenvalues.clamp(min=0).sqrt(), 0.0).sum(dim=-1)
         mean_terms = ((means - reference_mean) ** 2).sum(dim=-1)
         other_traces = torch.diagonal(covs, dim1=-2, dim2=-1).sum(dim=-1)
