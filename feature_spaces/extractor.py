@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from feature_spaces.microbatch import MicroBatcher
 from feature_spaces.preprocess import check_uint8_batch, preprocess
 from feature_spaces.spec import FeatureSpaceSpec
 
@@ -69,8 +70,12 @@ class TorchExtractor(Extractor):
         # ResNet-50 on a CPU); the numbers are those of the default layout to float rounding.
         super().__init__(spec, device, model.to(device).eval().to(memory_format=torch.channels_last))
         self.forward = forward
+        self.micro_batches = MicroBatcher(self.model, self.device)
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
+        return self.micro_batches(self._extract_slice, images)
+
+    def _extract_slice(self, images: torch.Tensor) -> torch.Tensor:
         x = preprocess(images, self.spec.preprocessing, self.device)
         x = x.contiguous(memory_format=torch.channels_last)
         assert self.model is not None
