@@ -54,6 +54,10 @@ class DlibFaceAligner:
             self._remembered.popitem(last=False)
         return shape
 
+    def forget(self) -> None:
+        """Drop every remembered landmark set (the next call of each image detects again)."""
+        self._remembered.clear()
+
     def _detect(self, image: np.ndarray) -> Any:
         for upsample in self.upsamples:
             boxes = self.detector(image, upsample)

@@ -22,6 +22,7 @@ from bench.engine.masking import FolderMasks, MaskProvider, ParserMasks
 from bench.experiments.common import EngineSettings, engine_config, fd_between_cells, results_frame, row
 from bench.masks import REGIONS
 from bench.metrics.frechet import frechet_distance_resampled
+from bench.parallel import map_small_linalg
 from bench.perturbations import make_perturbation
 from bench.sources import open_source
 
@@ -236,9 +237,10 @@ def _bootstrap(
         for cell in pair
     }
     rng = np.random.default_rng(config.seed)
-    samples: dict[tuple[str, str], list[float]] = {}
-    for _ in range(config.bootstrap):
-        drawn = [universe[i] for i in rng.integers(0, len(universe), len(universe))]
+    draws = [rng.integers(0, len(universe), len(universe)) for _ in range(config.bootstrap)]
+
+    def replicate(draw: np.ndarray) -> dict[str, float]:
+        drawn = [universe[i] for i in draw]
         values = {}
         for region, (clean, blurred) in pairs.items():
             clean_rows = [rows_of[id(clean)][i] for i in drawn if i in rows_of[id(clean)]]
@@ -248,6 +250,10 @@ def _bootstrap(
             values[region] = frechet_distance_resampled(
                 clean.features, np.array(clean_rows), blurred.features, np.array(blurred_rows)
             ).value
+        return values
+
+    samples: dict[tuple[str, str], list[float]] = {}
+    for values in map_small_linalg(replicate, draws):
         for region, value in values.items():
             samples.setdefault((region, "fd"), []).append(value)
             if values.get("All", 0) > 0:

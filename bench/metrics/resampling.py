@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from bench.metrics.frechet import frechet_distance, frechet_distance_resampled
+from bench.parallel import map_small_linalg
 from bench.stats import FeatureError, GaussianStats, as_float64_features
 
 
@@ -37,11 +38,15 @@ def bootstrap_fd(x: Any, y: Any, num_boot: int = 200, seed: int = 0, confidence:
     if num_boot < 2:
         raise ValueError(f"a bootstrap needs at least 2 replicates, got num_boot = {num_boot}")
     rng = np.random.default_rng(seed)
-    samples = np.empty(num_boot)
-    for index in range(num_boot):
-        rows_x = rng.integers(0, first.shape[0], first.shape[0])
-        rows_y = rng.integers(0, second.shape[0], second.shape[0])
-        samples[index] = frechet_distance_resampled(first, rows_x, second, rows_y).value
+    draws = [
+        (rng.integers(0, first.shape[0], first.shape[0]), rng.integers(0, second.shape[0], second.shape[0]))
+        for _ in range(num_boot)
+    ]
+
+    def replicate(rows: tuple[np.ndarray, np.ndarray]) -> float:
+        return frechet_distance_resampled(first, rows[0], second, rows[1]).value
+
+    samples = np.array(map_small_linalg(replicate, draws))
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(samples, [tail, 100.0 - tail])
     return BootstrapFD(
