@@ -117,3 +117,16 @@ def test_small_faces_are_found_by_the_upsampled_pass() -> None:
     image = working_images(astronaut, space.spec)[0]
     assert len(aligner.detector(image, 0)) == 0
     assert aligner._detect(image) is not None
+
+
+def test_chip_descriptors_equal_dlibs_own_full_image_call(shared_data: Path) -> None:
+    """dlib-face-id cuts the 150² chip itself; dlib's full-image API (image + landmarks) must agree."""
+    space = fs.get("dlib-face-id")
+    extractor = space.load("cpu")
+    batch = to_batch([read_rgb(p) for p in utk_faces(shared_data, "male", 2)])
+    features = extractor(batch).double().numpy()
+    for row, image in zip(features, working_images(batch, space.spec), strict=True):
+        shape = extractor.aligner.landmarks(image)
+        padding = space.spec.extra["chip_padding"]
+        direct = np.asarray(extractor.descriptors.encoder.compute_face_descriptor(image, shape, 0, padding))
+        np.testing.assert_allclose(row, direct, rtol=0, atol=1e-6)  # float32 rows
