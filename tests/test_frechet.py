@@ -196,3 +196,20 @@ def test_ill_conditioned_definite_covariances_match_the_singular_value_oracle() 
     for method in ("eigvalsh", "polar"):  # the batched routes keep the tiny eigenvalues too
         (batched,) = frechet_distance_many(first, [second], device="cpu", method=method)
         assert batched.value == pytest.approx(oracle, rel=1e-11), method
+
+
+def test_a_set_of_exactly_d_rows_is_treated_as_singular() -> None:
+    """n = d gives a covariance of rank d − 1 whose Cholesky may still succeed by rounding; FD must not add
+    the square roots of its noise-level eigenvalues (a hypothesis case: d = 3, n = 6 and 3, seed 32)."""
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((6, 3)) * rng.uniform(0.2, 3.0, 3)
+    y = rng.standard_normal((3, 3)) @ rng.standard_normal((3, 3)) * 0.5 + rng.standard_normal(3)
+    reference = float(_mpmath_fd(x, y, full=True))
+    assert frechet_distance(x, y).value == pytest.approx(reference, rel=1e-12)
+    assert frechet_distance(y, x).value == pytest.approx(reference, rel=1e-12)
+    # Given as statistics (n known), the Cholesky path floors the noise-level eigenvalues instead.
+    stats_x, stats_y = GaussianStats.from_features(x), GaussianStats.from_features(y)
+    assert frechet_distance(stats_x, stats_y).value == pytest.approx(reference, rel=1e-9)
+    assert frechet_distance(stats_y, stats_x).value == pytest.approx(reference, rel=1e-9)
+    (batched,) = frechet_distance_many(stats_x, [stats_y], device="cpu", method="eigvalsh")
+    assert batched.value == pytest.approx(reference, rel=1e-9)

@@ -159,7 +159,8 @@ def _frechet(first: _FeatureSet, second: _FeatureSet, method: str) -> FrechetRes
         sqrt_trace, eig_info = _sqrt_trace_low_rank(first, second)
     elif chosen == "cholesky":
         try:
-            sqrt_trace, eig_info = _sqrt_trace_cholesky(first.cov, second.cov)
+            rank_deficient = any(side.n is not None and side.n <= d for side in (first, second))
+            sqrt_trace, eig_info = _sqrt_trace_cholesky(first.cov, second.cov, rank_deficient)
         except np.linalg.LinAlgError:
             diagnostics["warnings"].append("Σ1 is not positive definite; fell back from Cholesky to eigh")
             chosen = "eigh"
@@ -197,7 +198,8 @@ def _frechet(first: _FeatureSet, second: _FeatureSet, method: str) -> FrechetRes
 
 def _choose_method(method: str, first: _FeatureSet, second: _FeatureSet) -> str:
     d = first.dim
-    small_feature_side = any(side.block is not None and side.block.shape[0] < d for side in (first, second))
+    # n ≤ d rows give a covariance of rank ≤ n − 1 < d: exactly singular, so the exact low-rank path.
+    small_feature_side = any(side.block is not None and side.block.shape[0] <= d for side in (first, second))
     if method == "low-rank":
         if first.block is None and second.block is None:
             raise FeatureError(
@@ -240,12 +242,16 @@ def sqrt_trace_from_eigenvalues(eigenvalues: np.ndarray, singular: bool = True) 
     return float(np.sqrt(kept).sum())
 
 
-def _sqrt_trace_cholesky(cov1: np.ndarray, cov2: np.ndarray) -> tuple[float, dict[str, Any]]:
+def _sqrt_trace_cholesky(
+    cov1: np.ndarray, cov2: np.ndarray, rank_deficient: bool = False
+) -> tuple[float, dict[str, Any]]:
     """Eigenvalues of Σ1Σ2 through Cholesky factors, with triangular BLAS kernels where possible.
 
     With Σ1 = L1 L1ᵀ and Σ2 = L2 L2ᵀ, the eigenvalues of Σ1Σ2 are those of KᵀK for K = L2ᵀ L1 (one
     triangular product and one symmetric rank-k update: about 40 % fewer flops than Lᵀ Σ2 L with two
-    general products). When Σ2 is only semi-definite, Lᵀ Σ2 L is formed instead.
+    general products). When Σ2 is only semi-definite, Lᵀ Σ2 L is formed instead. `rank_deficient` says a
+    covariance is singular even if rounding let its Cholesky factorisation succeed (a set with n ≤ d):
+    then noise-level eigenvalues of the product are zeros, not genuine values.
     """
     lower1 = scipy.linalg.cholesky(cov1, lower=True, check_finite=False)
     try:
@@ -255,7 +261,8 @@ def _sqrt_trace_cholesky(cov1: np.ndarray, cov2: np.ndarray) -> tuple[float, dic
     else:
         blas = scipy.linalg.blas
         factor = blas.dtrmm(1.0, lower2, lower1, trans_a=1, lower=1)  # L2ᵀ L1
-        inner, singular = blas.dsyrk(1.0, factor, trans=1, lower=1), False  # KᵀK, lower triangle filled
+        inner = blas.dsyrk(1.0, factor, trans=1, lower=1)  # KᵀK, lower triangle filled
+        singular = rank_deficient
     eigenvalues = scipy.linalg.eigvalsh(inner, lower=True, check_finite=False, overwrite_a=True)
     return sqrt_trace_from_eigenvalues(eigenvalues, singular), _eigen_diagnostics(eigenvalues)
 

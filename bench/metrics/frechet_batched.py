@@ -92,7 +92,10 @@ def frechet_distance_many(
     root = torch.from_numpy(root_np).to(target)
     reference_mean = torch.from_numpy(reference.mean).to(target)
     reference_trace = float(np.trace(reference.cov))
-    reference_definite = bool(torch.linalg.cholesky_ex(torch.from_numpy(reference.cov)).info == 0)
+    # A set of n ≤ d images has a singular covariance even when rounding lets its Cholesky succeed.
+    reference_definite = bool(torch.linalg.cholesky_ex(torch.from_numpy(reference.cov)).info == 0) and not (
+        reference.n is not None and reference.n <= reference.dim
+    )
     results: list[FrechetResult] = []
     for start in range(0, len(others), chunk_size):
         chunk = others[start : start + chunk_size]
@@ -111,7 +114,12 @@ def frechet_distance_many(
             # floor d · eps · max|λ| count as zero; a product of two positive-definite matrices keeps them.
             tolerance = eigenvalues.abs().max(dim=-1, keepdim=True).values * eigenvalues.shape[-1]
             tolerance = tolerance * torch.finfo(torch.float64).eps
-            definite = reference_definite & (torch.linalg.cholesky_ex(covs[pending]).info == 0)
+            full_rank = torch.tensor(
+                [not (chunk[int(i)].n is not None and chunk[int(i)].n <= chunk[int(i)].dim) for i in pending],
+                dtype=torch.bool,
+                device=target,
+            )
+            definite = reference_definite & full_rank & (torch.linalg.cholesky_ex(covs[pending]).info == 0)
             above = eigenvalues > torch.where(definite[:, None], 0.0, tolerance)
             sqrt_traces[pending] = torch.where(above, eigenvalues.clamp(min=0).sqrt(), 0.0).sum(dim=-1)
         mean_terms = ((means - reference_mean) ** 2).sum(dim=-1)
