@@ -6,8 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# Property tests explore fresh random examples on every developer run (that is how they find bugs), but CI
+# must decide a change on its own merits: under CI=1 hypothesis draws the same examples every time.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def shared_data_dir() -> Path:
