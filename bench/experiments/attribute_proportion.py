@@ -19,6 +19,7 @@ from bench.experiments.common import EngineSettings, engine_config, results_fram
 from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
 from bench.experiments.runner import register_experiment
 from bench.metrics import frechet_distance
+from bench.parallel import map_small_linalg
 from bench.sources import FolderSource
 
 EXPERIMENT = "attribute_proportion"
@@ -97,26 +98,35 @@ def _curve_rows(config, attribute, space, base_cell, cf_cell, notes) -> list[dic
     base_index = np.array([base_rows[k] for k in keys])
     cf_index = np.array([cf_rows[k] for k in keys])
     rng = np.random.default_rng(config.seed)
+    # All draws first, in the seeded order; then the FDs, in threads (bench.parallel).
+    draws = [
+        (delta, rng.choice(len(keys), count, replace=False))
+        for delta in config.deltas
+        for _ in range(config.draws)
+    ]
+
+    def draw_fd(draw: tuple[float, np.ndarray]) -> tuple[float, float, float]:
+        delta, chosen = draw
+        take_base = round((1 + delta / 100.0) / 2 * count)
+        first = np.concatenate(
+            [
+                base_cell.features[base_index[chosen[:take_base]]],
+                cf_cell.features[cf_index[chosen[take_base:]]],
+            ]
+        )
+        second = np.concatenate(
+            [
+                cf_cell.features[cf_index[chosen[:take_base]]],
+                base_cell.features[base_index[chosen[take_base:]]],
+            ]
+        )
+        fd = frechet_distance(first, second)
+        return fd.value, fd.mean_term, fd.trace_term
+
+    fds = map_small_linalg(draw_fd, draws)
     rows = []
-    for delta in config.deltas:
-        values = []
-        for _ in range(config.draws):
-            chosen = rng.choice(len(keys), count, replace=False)
-            take_base = round((1 + delta / 100.0) / 2 * count)
-            first = np.concatenate(
-                [
-                    base_cell.features[base_index[chosen[:take_base]]],
-                    cf_cell.features[cf_index[chosen[take_base:]]],
-                ]
-            )
-            second = np.concatenate(
-                [
-                    cf_cell.features[cf_index[chosen[:take_base]]],
-                    base_cell.features[base_index[chosen[take_base:]]],
-                ]
-            )
-            fd = frechet_distance(first, second)
-            values.append((fd.value, fd.mean_term, fd.trace_term))
+    for index, delta in enumerate(config.deltas):
+        values = fds[index * config.draws : (index + 1) * config.draws]
         values_array = np.array(values)
         for column, metric in enumerate(("fd", "fd_mean_term", "fd_trace_term")):
             mean, std = values_array[:, column].mean(), values_array[:, column].std()
