@@ -201,6 +201,41 @@ def test_attribute_proportion_curve_grows_with_delta(shared_data: Path, tmp_path
     assert rows.ci_low <= rows.value <= rows.ci_high and rows.n == 30
 
 
+def test_attribute_proportion_at_full_shift_is_the_fd_between_the_two_folders(
+    shared_data: Path, tmp_path: Path, cache_dir
+) -> None:
+    """At Δ = 100 % with every pair drawn, set A is all of base/ and set B all of cf_*/ (in some order),
+    so every draw's FD is FD(base, cf) computed directly from the folders' features, with zero spread."""
+    from PIL import Image
+
+    from bench.metrics import frechet_distance
+
+    root = tmp_path / "pairs"
+    (root / "base").mkdir(parents=True)
+    (root / "cf_dark").mkdir()
+    base, dark = [], []
+    for path in sorted((shared_data / "faces" / "utkface200_crop_part1").iterdir())[:12]:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        darker = (image * 0.6).astype(np.uint8)
+        Image.fromarray(image).save(root / "base" / f"{path.stem}.png")
+        Image.fromarray(darker).save(root / "cf_dark" / f"{path.stem}.png")
+        base.append(image)
+        dark.append(darker)
+    config = AttributeProportionConfig(
+        root=str(root), spaces=["pixels-randproj"], deltas=[100.0], pairs=12, draws=3, progress=False
+    )
+    output = run_attribute_proportion(config)
+    result = output.results[output.results.metric == "fd"].iloc[0]
+    extractor = feature_spaces.get("pixels-randproj").load("cpu")
+
+    def features(images: list[np.ndarray]) -> np.ndarray:
+        return extractor(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()).double().numpy()
+
+    direct = frechet_distance(features(base), features(dark)).value
+    assert result.value == pytest.approx(direct, rel=1e-9)
+    assert result.ci_high - result.ci_low == pytest.approx(0.0, abs=1e-9 * direct)  # mean ± std, std = 0
+
+
 def test_generator_comparison_ranks_a_closer_generator_first(cache_dir) -> None:
     config = GeneratorComparisonConfig(
         reference="dcgan-faces:count=60,seed=0",
