@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     # Back torch's large CPU tensors with transparent huge pages (when the kernel allows it on request):
-    # every first touch of a fresh activation page is a page fault, and with 4 KiB pages a ResNet-50 at 350²
-    # spends a fifth of its time faulting. Set before torch is imported; an explicit setting wins.
+    # every first touch of a fresh activation page is a page fault, and with 4 KiB pages a quarter of the cold
+    # demo's CPU time went to faulting (docs/performance.md). Set before torch is imported; explicit wins.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)

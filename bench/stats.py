@@ -148,6 +148,12 @@ class GaussianStats:
         return int(self.mean.shape[0])
 
     @property
+    def singular_by_count(self) -> bool:
+        """True when n ≤ d: the covariance has rank ≤ n − 1 < d, however its factorisation rounds (False when
+        n is unknown)."""
+        return self.n is not None and self.n <= self.dim
+
+    @property
     def cov(self) -> np.ndarray:
         """Unbiased sample covariance (divides by n − 1)."""
         if self.n is None:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from feature_spaces.dlib_worker import CHIP_SHAPE, DESCRIPTOR_DIM, read_exactly
+from bench.parallel import usable_cpus
+from feature_spaces.dlib_worker import CHIP_SHAPE, DESCRIPTOR_DIM, describe, read_exactly
 
 LOG = logging.getLogger("fdbench.faces")
 ENV_WORKERS = "FDBENCH_FACE_WORKERS"
@@ -41,15 +42,7 @@ def face_workers() -> int:
         if workers < 0:
             raise ValueError(f"{ENV_WORKERS} must be a whole number ≥ 0, got {value!r}")
         return workers
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(MAX_DEFAULT_WORKERS, usable)
-
-
-def describe(encoder, chips: list[np.ndarray]) -> np.ndarray:
-    """(len(chips), 128) float64 descriptors of aligned 150² uint8 RGB chips, in this process."""
-    return np.asarray(encoder.compute_face_descriptor(chips), dtype=np.float64).reshape(
-        len(chips), DESCRIPTOR_DIM
-    )
+    return min(MAX_DEFAULT_WORKERS, usable_cpus())
 
 
 class DescriptorComputer:

@@ -2,8 +2,8 @@
 
 It reads batches of aligned 150² uint8 RGB chips from standard input (a little-endian uint64 count N, then
 N × 150 × 150 × 3 bytes) and writes their N × 128 float64 descriptors to standard output (raw little-endian
-bytes), until standard input closes. It imports only
-numpy and dlib, so it starts in well under a second and never re-runs the parent's main module.
+bytes), until standard input closes. It imports only numpy and dlib, so it starts in well under a second
+and never re-runs the parent's main module.
 
     python dlib_worker.py MODEL_PATH
 """
@@ -30,6 +30,13 @@ def read_exactly(stream: BinaryIO, size: int) -> bytes:
     return bytes(data)
 
 
+def describe(encoder, chips: list[np.ndarray]) -> np.ndarray:
+    """(len(chips), 128) float64 descriptors of aligned 150² uint8 RGB chips, by `encoder` in this process."""
+    return np.asarray(encoder.compute_face_descriptor(chips), dtype=np.float64).reshape(
+        len(chips), DESCRIPTOR_DIM
+    )
+
+
 def serve(model_path: str) -> None:
     import dlib
 
@@ -40,8 +47,7 @@ def serve(model_path: str) -> None:
         count = int(np.frombuffer(read_exactly(requests, 8), dtype="<u8")[0])
         chips = np.frombuffer(read_exactly(requests, count * int(np.prod(CHIP_SHAPE))), dtype=np.uint8)
         chips = chips.reshape(count, *CHIP_SHAPE)
-        descriptors = np.asarray(encoder.compute_face_descriptor(list(chips)), dtype="<f8")
-        replies.write(descriptors.reshape(count, DESCRIPTOR_DIM).tobytes())
+        replies.write(describe(encoder, list(chips)).astype("<f8", copy=False).tobytes())
         replies.flush()
 
 

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from feature_spaces.dlib_pool import DescriptorComputer
+from feature_spaces.dlib_worker import CHIP_SHAPE
 from feature_spaces.extractor import Extractor
 from feature_spaces.preprocess import resize_and_crop
 from feature_spaces.spec import FeatureSpaceSpec
 
 NO_FACE = "no face detected by dlib's HOG detector"
-DESCRIPTOR_CHIP = 150  # the side of the aligned chip dlib's descriptor network reads
+DESCRIPTOR_CHIP = CHIP_SHAPE[0]  # the side of the aligned chip dlib's descriptor network reads
 
 
 class DlibFaceAligner:

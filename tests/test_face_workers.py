@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import feature_spaces as fs
-from feature_spaces.dlib_pool import ENV_WORKERS, DescriptorComputer, describe, face_workers
+from feature_spaces.dlib_pool import ENV_WORKERS, DescriptorComputer, face_workers
+from feature_spaces.dlib_worker import describe
 from feature_spaces.faces import DESCRIPTOR_CHIP, working_images
 from tests.test_feature_spaces_offline import read_rgb, to_batch, utk_faces
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import feature_spaces as fs
-from feature_spaces.microbatch import MicroBatcher, largest_output_bytes
+from feature_spaces.microbatch import MicroBatcher, forward_recording_largest
 
 
 def widening_net() -> nn.Module:
@@ -19,7 +19,9 @@ def widening_net() -> nn.Module:
 def test_largest_output_is_the_widest_activation() -> None:
     net = widening_net()
     x = torch.randn(2, 3, 20, 20, dtype=torch.float64)
-    assert largest_output_bytes(net, net, x) == 2 * 16 * 20 * 20 * 8  # the Sequential's own output is smaller
+    output, largest = forward_recording_largest(net, net, x)
+    assert largest == 2 * 16 * 20 * 20 * 8  # the Sequential's own output is smaller
+    torch.testing.assert_close(output, net(x), rtol=0, atol=0)
 
 
 def test_slices_fit_the_budget_and_give_the_whole_batch_result() -> None:
@@ -35,13 +37,23 @@ def test_slices_fit_the_budget_and_give_the_whole_batch_result() -> None:
 
     with torch.no_grad():
         sliced, whole = batcher(run, x), net(x)
-    assert sizes == [1, 3, 3, 3, 1]  # the one-image probe, then slices of 3
+        assert sizes == [1, 3, 3, 3]  # the probe is the first image's result; the other 9 go in slices of 3
+        again = batcher(run, x)
+    assert sizes[4:] == [3, 3, 3, 1]  # the shape is known now: no probe
     torch.testing.assert_close(sliced, whole, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(again, whole, rtol=1e-13, atol=1e-13)
 
 
 def test_batches_off_the_cpu_are_never_split() -> None:
     batcher = MicroBatcher(widening_net(), "cuda", budget=1)
-    assert batcher.slice_size(lambda batch: batch, torch.zeros(32, 3, 20, 20)) == 32
+    sizes: list[int] = []
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        sizes.append(batch.shape[0])
+        return batch
+
+    batcher(run, torch.zeros(32, 3, 20, 20))
+    assert sizes == [32]
 
 
 def test_sliced_augnet_equals_one_batch() -> None:

@@ -105,6 +105,12 @@ class _FeatureSet:
         return int(self.mean.shape[0])
 
     @property
+    def singular_by_count(self) -> bool:
+        """True when the set has too few distinct samples for a full-rank covariance (rank ≤ rows − 1 < d)."""
+        rows = self.block.shape[0] if self.block is not None else self.n
+        return rows is not None and rows <= self.dim
+
+    @property
     def cov(self) -> np.ndarray:
         if self._cov is None:
             assert self.block is not None
@@ -159,7 +165,7 @@ def _frechet(first: _FeatureSet, second: _FeatureSet, method: str) -> FrechetRes
         sqrt_trace, eig_info = _sqrt_trace_low_rank(first, second)
     elif chosen == "cholesky":
         try:
-            rank_deficient = any(side.n is not None and side.n <= d for side in (first, second))
+            rank_deficient = first.singular_by_count or second.singular_by_count
             sqrt_trace, eig_info = _sqrt_trace_cholesky(first.cov, second.cov, rank_deficient)
         except np.linalg.LinAlgError:
             diagnostics["warnings"].append("Σ1 is not positive definite; fell back from Cholesky to eigh")
@@ -197,9 +203,8 @@ def _frechet(first: _FeatureSet, second: _FeatureSet, method: str) -> FrechetRes
 
 
 def _choose_method(method: str, first: _FeatureSet, second: _FeatureSet) -> str:
-    d = first.dim
     # n ≤ d rows give a covariance of rank ≤ n − 1 < d: exactly singular, so the exact low-rank path.
-    small_feature_side = any(side.block is not None and side.block.shape[0] <= d for side in (first, second))
+    small_feature_side = any(side.block is not None and side.singular_by_count for side in (first, second))
     if method == "low-rank":
         if first.block is None and second.block is None:
             raise FeatureError(

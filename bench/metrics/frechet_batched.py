@@ -93,8 +93,8 @@ def frechet_distance_many(
     reference_mean = torch.from_numpy(reference.mean).to(target)
     reference_trace = float(np.trace(reference.cov))
     # A set of n ≤ d images has a singular covariance even when rounding lets its Cholesky succeed.
-    reference_definite = bool(torch.linalg.cholesky_ex(torch.from_numpy(reference.cov)).info == 0) and not (
-        reference.n is not None and reference.n <= reference.dim
+    reference_definite = not reference.singular_by_count and bool(
+        torch.linalg.cholesky_ex(torch.from_numpy(reference.cov)).info == 0
     )
     results: list[FrechetResult] = []
     for start in range(0, len(others), chunk_size):
@@ -115,9 +115,7 @@ def frechet_distance_many(
             tolerance = eigenvalues.abs().max(dim=-1, keepdim=True).values * eigenvalues.shape[-1]
             tolerance = tolerance * torch.finfo(torch.float64).eps
             full_rank = torch.tensor(
-                [not (chunk[int(i)].n is not None and chunk[int(i)].n <= chunk[int(i)].dim) for i in pending],
-                dtype=torch.bool,
-                device=target,
+                [not chunk[int(i)].singular_by_count for i in pending], dtype=torch.bool, device=target
             )
             definite = reference_definite & full_rank & (torch.linalg.cholesky_ex(covs[pending]).info == 0)
             above = eigenvalues > torch.where(definite[:, None], 0.0, tolerance)
