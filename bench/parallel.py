@@ -1,10 +1,10 @@
 """Many small linear-algebra tasks at once: one BLAS thread per task, tasks spread over the CPUs.
 
 Bootstrap replicates are hundreds of FDs on matrices of a few hundred rows. On such sizes OpenBLAS's own
-threads cost more than they give (2 BLAS threads took 2.1× longer than 1 on the 2-core CPU), while the
-LAPACK calls release the GIL, so Python threads each running single-threaded BLAS use every core: 3.0×
-faster than the default on 2 cores (docs/performance.md). Results do not depend on the number of threads:
-every task runs the same single-threaded computation.
+threads cost more than they give (84 such FDs: 4.81 s with 2 BLAS threads, 2.21 s with one), while the
+LAPACK calls release the GIL, so Python threads each running single-threaded BLAS keep every core busy
+(2.11 s; tests/bench/test_bench_cpu.py, docs/performance.md). Results do not depend on the number of
+threads: every task runs the same single-threaded computation.
 """
 
 from __future__ import annotations
