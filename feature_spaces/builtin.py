@@ -143,6 +143,25 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
         citation="Oquab et al. 2023, DINOv2: Learning Robust Visual Features without Supervision",
         requires=("timm",),
     )
+    efficientnet = dict(
+        family="imagenet-supervised",
+        architecture="EfficientNet-Lite0 (efficientnet-lite-pytorch)",
+        training_data="ImageNet-1k",
+        objective="supervised classification",
+        preprocessing=Preprocessing(
+            size=224,
+            resize="bicubic-aa",
+            value_range=(0.0, 255.0),
+            mean=(127.0,) * 3,
+            std=(128.0,) * 3,
+        ),
+        weights=(EFFICIENTNET_LITE0,),
+        license="Apache-2.0 (code); weights: no licence stated",
+        citation="Tan & Le 2019, EfficientNet; EfficientNet-Lite (TensorFlow TPU models)",
+        notes="Normalisation (x − 127) / 128, as the TF EfficientNet-Lite checkpoints were trained.",
+        requires=("efficientnet_lite_pytorch",),
+        revision=2,
+    )
     specs: list[tuple[FeatureSpaceSpec, object]] = [
         (
             FeatureSpaceSpec(
@@ -274,27 +293,20 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
         (
             FeatureSpaceSpec(
                 name="efficientnet-lite0-imagenet",
-                family="imagenet-supervised",
-                architecture="EfficientNet-Lite0 (efficientnet-lite-pytorch)",
-                training_data="ImageNet-1k",
-                objective="supervised classification",
                 feature="global average pool of the head (after ReLU6)",
                 dim=1280,
-                preprocessing=Preprocessing(
-                    size=224,
-                    resize="bicubic-aa",
-                    value_range=(0.0, 255.0),
-                    mean=(127.0,) * 3,
-                    std=(128.0,) * 3,
-                ),
-                weights=(EFFICIENTNET_LITE0,),
-                license="Apache-2.0 (code); weights: no licence stated",
-                citation="Tan & Le 2019, EfficientNet; EfficientNet-Lite (TensorFlow TPU models)",
-                notes="Normalisation (x − 127) / 128, as the TF EfficientNet-Lite checkpoints were trained.",
-                requires=("efficientnet_lite_pytorch",),
-                revision=2,
+                **efficientnet,
             ),
             _lazy("efficientnet"),
+        ),
+        (
+            FeatureSpaceSpec(
+                name="efficientnet-lite0-imagenet-logits",
+                feature="classifier logits over the 1000 ImageNet-1k classes (sorted WordNet-id order)",
+                dim=1000,
+                **efficientnet,
+            ),
+            _lazy("efficientnet", "logits_loader"),
         ),
         (
             FeatureSpaceSpec(

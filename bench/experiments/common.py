@@ -14,22 +14,13 @@ import tomllib
 
 from bench.engine import Cell, EngineConfig
 from bench.metrics import FrechetResult, frechet_distance
+from bench.metrics.bootstrap import BootstrapEstimate
+from bench.schema import COLUMNS, DIAGNOSTICS_SEPARATOR
 from bench.stats import FeatureError
 
 ConfigT = TypeVar("ConfigT")
 
-RESULT_COLUMNS = (
-    "experiment",
-    "space",
-    "variant",
-    "region",
-    "level",
-    "metric",
-    "value",
-    "ci_low",
-    "ci_high",
-    "n",
-)
+RESULT_COLUMNS = COLUMNS
 
 
 class ConfigError(ValueError):
@@ -111,36 +102,57 @@ def engine_config(settings: EngineSettings) -> EngineConfig:
     )
 
 
-def row(
-    experiment: str,
-    space: str,
-    variant: str,
-    region: str,
-    level: float | str | None,
-    metric: str,
-    value: float,
-    n: int,
-    ci: tuple[float, float] | None = None,
-) -> dict[str, Any]:
-    """One tidy result row."""
-    low, high = ci if ci is not None else (math.nan, math.nan)
-    return {
-        "experiment": experiment,
-        "space": space,
-        "variant": variant,
-        "region": region,
-        "level": level,
-        "metric": metric,
-        "value": float(value),
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "n": int(n),
-    }
+@dataclasses.dataclass(frozen=True)
+class ResultRow:
+    """One number of a results table, built by keyword (bench.reports.results describes the columns).
+
+    `n` is the number of image ids the value rests on (in each set, for a paired FD), `lost` the ids
+    dropped from both sets because a perturbed copy gave no feature. `ci_low`/`ci_high` only ever hold an
+    interval (`ci_method` says which); a mean ± std over repeated draws goes in `mean`/`std`.
+    """
+
+    experiment: str
+    space: str
+    metric: str
+    value: float
+    n: int
+    variant: str = ""
+    region: str = ""
+    level: float | str | None = None
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    ci_method: str = ""
+    bias: float = math.nan
+    mean: float = math.nan
+    std: float = math.nan
+    lost: int = 0
+    diagnostics: tuple[str, ...] = ()
+
+    def with_bootstrap(self, estimate: BootstrapEstimate | None) -> ResultRow:
+        """This row with a bootstrap interval, bias and its diagnostics (unchanged when None)."""
+        if estimate is None:
+            return self
+        return dataclasses.replace(
+            self,
+            ci_low=estimate.interval.low,
+            ci_high=estimate.interval.high,
+            ci_method=estimate.interval.label if estimate.interval.method != "none" else "",
+            bias=estimate.bias,
+            std=estimate.std,
+            diagnostics=(*self.diagnostics, *estimate.diagnostics()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a plain dict in the results table's column order."""
+        record = {name: getattr(self, name) for name in RESULT_COLUMNS}
+        record["value"], record["n"], record["lost"] = float(self.value), int(self.n), int(self.lost)
+        record["diagnostics"] = DIAGNOSTICS_SEPARATOR.join(dict.fromkeys(self.diagnostics))
+        return record
 
 
-def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def results_frame(rows: list[ResultRow]) -> pd.DataFrame:
     """The tidy table in the standard column order (empty but well-formed when there are no rows)."""
-    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    return pd.DataFrame([row.to_dict() for row in rows], columns=list(RESULT_COLUMNS))
 
 
 def fd_between_cells(first: Cell, second: Cell) -> FrechetResult:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.engine import ALL_IMAGES, Variant, run_engine
-from bench.experiments.common import EngineSettings, engine_config, fd_between_cells, results_frame, row
+from bench.experiments.common import EngineSettings, ResultRow, engine_config, fd_between_cells, results_frame
 from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
 from bench.experiments.runner import register_experiment
 from bench.metrics import density_coverage, kernel_inception_distance, precision_recall
@@ -68,9 +68,12 @@ def _metric_rows(config, name, space, ref_cell, gen_cell, notes) -> list[dict[st
     if "fd" in config.metrics:
         fd = fd_between_cells(ref_cell, gen_cell)
         rows += [
-            row(EXPERIMENT, space, name, "All", None, "fd", fd.value, n),
-            row(EXPERIMENT, space, name, "All", None, "fd_mean_term", fd.mean_term, n),
-            row(EXPERIMENT, space, name, "All", None, "fd_trace_term", fd.trace_term, n),
+            ResultRow(EXPERIMENT, space, metric, value, n, variant=name, region="All")
+            for metric, value in (
+                ("fd", fd.value),
+                ("fd_mean_term", fd.mean_term),
+                ("fd_trace_term", fd.trace_term),
+            )
         ]
     sample_metrics = [m for m in config.metrics if m != "fd"]
     if not sample_metrics:
@@ -86,29 +89,29 @@ def _metric_rows(config, name, space, ref_cell, gen_cell, notes) -> list[dict[st
     if "kid" in sample_metrics and used >= 2:
         kid = kernel_inception_distance(real, fake, num_subsets=config.kid_subsets, seed=config.seed)
         rows.append(
-            row(
+            ResultRow(
                 EXPERIMENT,
                 space,
-                name,
-                "All",
-                None,
                 "kid",
                 kid.mean,
                 kid.subset_size,
-                (kid.mean - kid.std, kid.mean + kid.std),
+                variant=name,
+                region="All",
+                mean=kid.mean,
+                std=kid.std,
             )
         )
     if {"precision", "recall"} & set(sample_metrics) and used > 3:
         pr = precision_recall(real, fake)
         rows += [
-            row(EXPERIMENT, space, name, "All", None, m, getattr(pr, m), used)
+            ResultRow(EXPERIMENT, space, m, getattr(pr, m), used, variant=name, region="All")
             for m in ("precision", "recall")
             if m in sample_metrics
         ]
     if {"density", "coverage"} & set(sample_metrics) and used > 5:
         dc = density_coverage(real, fake)
         rows += [
-            row(EXPERIMENT, space, name, "All", None, m, getattr(dc, m), used)
+            ResultRow(EXPERIMENT, space, m, getattr(dc, m), used, variant=name, region="All")
             for m in ("density", "coverage")
             if m in sample_metrics
         ]

@@ -10,6 +10,7 @@ images blurred give nFD curves.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ import pandas as pd
 
 from bench.engine import ALL_IMAGES, EngineResult, Variant, run_engine
 from bench.engine.masking import FolderMasks, MaskProvider, ParserMasks
-from bench.experiments.common import EngineSettings, engine_config, fd_between_cells, results_frame, row
+from bench.experiments.common import EngineSettings, ResultRow, engine_config, fd_between_cells, results_frame
 from bench.masks import REGIONS
 from bench.metrics.frechet import frechet_distance_resampled
 from bench.parallel import map_small_linalg
@@ -178,7 +179,8 @@ def _space_rows(
     reference = fd_between_cells(clean_all, blur_all)
     rows = _fd_rows(space, "All", reference, reference.value, None)
     intervals = _bootstrap(config, result, space, notes)
-    rows[0]["ci_low"], rows[0]["ci_high"] = intervals.get(("All", "fd"), (math.nan, math.nan))
+    low, high = intervals.get(("All", "fd"), (math.nan, math.nan))
+    rows[0] = dataclasses.replace(rows[0], ci_low=low, ci_high=high)
     for region in config.regions:
         clean, blurred = result.cell("clean", space, region), result.cell(f"blur:{region}", space, region)
         if clean is None or clean.n < 2:
@@ -202,11 +204,16 @@ def _fd_rows(
     n = min(fd.n1 or 0, fd.n2 or 0)
     nfd = fd.value / reference if reference > 0 else math.nan
     ci = intervals or {}
+
+    def interval(metric):
+        low, high = ci.get((region, metric), (math.nan, math.nan))
+        return {"ci_low": low, "ci_high": high}
+
     return [
-        row(EXPERIMENT, space, "blur", region, None, "fd", fd.value, n, ci.get((region, "fd"))),
-        row(EXPERIMENT, space, "blur", region, None, "fd_mean_term", fd.mean_term, n),
-        row(EXPERIMENT, space, "blur", region, None, "fd_trace_term", fd.trace_term, n),
-        row(EXPERIMENT, space, "blur", region, None, "nfd", nfd, n, ci.get((region, "nfd"))),
+        ResultRow(EXPERIMENT, space, "fd", fd.value, n, variant="blur", region=region, **interval("fd")),
+        ResultRow(EXPERIMENT, space, "fd_mean_term", fd.mean_term, n, variant="blur", region=region),
+        ResultRow(EXPERIMENT, space, "fd_trace_term", fd.trace_term, n, variant="blur", region=region),
+        ResultRow(EXPERIMENT, space, "nfd", nfd, n, variant="blur", region=region, **interval("nfd")),
     ]
 
 
@@ -275,6 +282,17 @@ def _sweep_rows(
             fd = fd_between_cells(clean, swept)
             n = min(fd.n1 or 0, fd.n2 or 0)
             variant = f"{config.sweep}_sweep"
-            rows.append(row(EXPERIMENT, space, variant, region, float(level), "fd", fd.value, n))
-            rows.append(row(EXPERIMENT, space, variant, region, float(level), "nfd", fd.value / reference, n))
+            for metric, value in (("fd", fd.value), ("nfd", fd.value / reference)):
+                rows.append(
+                    ResultRow(
+                        EXPERIMENT,
+                        space,
+                        metric,
+                        value,
+                        n,
+                        variant=variant,
+                        region=region,
+                        level=float(level),
+                    )
+                )
     return rows

@@ -15,7 +15,7 @@ import torch
 
 from bench.device import resolve_device
 from bench.engine import ALL_IMAGES, Variant, run_engine
-from bench.experiments.common import EngineSettings, engine_config, fd_between_cells, results_frame, row
+from bench.experiments.common import EngineSettings, ResultRow, engine_config, fd_between_cells, results_frame
 from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
 from bench.experiments.runner import register_experiment
 from bench.metrics import frechet_distance
@@ -88,12 +88,19 @@ def _pixel_probe(config: StyleProbeConfig, source: ImageSource) -> ExperimentOut
         reference = fd_between_cells(clean, full).value
         for alpha, cell in zip(config.alphas, cells, strict=True):
             fd = fd_between_cells(clean, cell)
-            rows.append(row(EXPERIMENT, space, "pixel", "All", float(alpha), "fd", fd.value, clean.n))
-            rows.append(
-                row(
-                    EXPERIMENT, space, "pixel", "All", float(alpha), "fd_ratio", fd.value / reference, clean.n
+            for metric, value in (("fd", fd.value), ("fd_ratio", fd.value / reference)):
+                rows.append(
+                    ResultRow(
+                        EXPERIMENT,
+                        space,
+                        metric,
+                        value,
+                        clean.n,
+                        variant="pixel",
+                        region="All",
+                        level=float(alpha),
+                    )
                 )
-            )
     manifest = {
         "source_manifest_hash": source.manifest_hash(),
         "timings": result.timings,
@@ -136,19 +143,19 @@ def _feature_probe(config: StyleProbeConfig, source: ImageSource) -> ExperimentO
         reference = frechet_distance(clean, full).value
         for alpha in config.alphas:
             fd = frechet_distance(clean, stats[alpha]).value
-            rows.append(row(EXPERIMENT, space, f"feature:{layer}", "All", float(alpha), "fd", fd, clean.n))
-            rows.append(
-                row(
-                    EXPERIMENT,
-                    space,
-                    f"feature:{layer}",
-                    "All",
-                    float(alpha),
-                    "fd_ratio",
-                    fd / reference,
-                    clean.n,
+            for metric, value in (("fd", fd), ("fd_ratio", fd / reference)):
+                rows.append(
+                    ResultRow(
+                        EXPERIMENT,
+                        space,
+                        metric,
+                        value,
+                        clean.n,
+                        variant=f"feature:{layer}",
+                        region="All",
+                        level=float(alpha),
+                    )
                 )
-            )
     manifest = {"source_manifest_hash": source.manifest_hash(), "config": asdict(config)}
     return ExperimentOutput(results_frame(rows), notes, manifest)
 

@@ -2,7 +2,12 @@
 
 Every experiment returns one pandas DataFrame with one row per number. The key columns
 (experiment, space, variant, region, level, metric) identify a number; value, ci_low, ci_high and n
-describe it. An optional `note` column carries a reason for skipped or failed rows.
+describe it. The detail columns say what else a reader must know about it: `lost` (ids dropped from both
+sets of that value because a perturbed copy gave no feature), the bootstrap `bias` estimate, `mean`/`std`
+over repeated draws (never stored in ci_low/ci_high, which only ever hold an interval), `ci_method` (how
+the interval was made) and `diagnostics` (warnings such as n ≤ d, clamped eigenvalue mass, rare regions,
+joined by "; "). Tables written before these columns existed read back with their defaults. An optional
+`note` column carries a reason for skipped or failed rows.
 """
 
 from __future__ import annotations
@@ -16,10 +21,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-KEY_COLUMNS: tuple[str, ...] = ("experiment", "space", "variant", "region", "level", "metric")
-VALUE_COLUMNS: tuple[str, ...] = ("value", "ci_low", "ci_high", "n")
-COLUMNS: tuple[str, ...] = KEY_COLUMNS + VALUE_COLUMNS
-TEXT_COLUMNS: tuple[str, ...] = ("experiment", "space", "variant", "region", "metric")
+from bench.schema import (  # noqa: F401  (re-exported: the schema's home for report code)
+    COLUMNS,
+    DETAIL_COLUMNS,
+    DIAGNOSTICS_SEPARATOR,
+    KEY_COLUMNS,
+    REQUIRED_COLUMNS,
+    VALUE_COLUMNS,
+)
+
+TEXT_COLUMNS: tuple[str, ...] = (
+    "experiment",
+    "space",
+    "variant",
+    "region",
+    "metric",
+    "ci_method",
+    "diagnostics",
+)
+FLOAT_COLUMNS: tuple[str, ...] = ("value", "ci_low", "ci_high", "bias", "mean", "std")
 NOTE_COLUMN = "note"
 PROBLEM_METRICS: frozenset[str] = frozenset({"skipped", "failed"})
 
@@ -39,28 +59,36 @@ def empty_results() -> pd.DataFrame:
 def validate_results(results: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
     """A normalized copy of `results`, or ResultsSchemaError naming what is wrong and where.
 
-    Text key columns become strings ("" for missing), `level` holds floats for numeric levels, strings
-    otherwise and None when absent, value/ci columns become float64 and `n` a nullable integer.
-    Extra columns are kept after the schema's columns.
+    Text columns become strings ("" for missing), `level` holds floats for numeric levels, strings
+    otherwise and None when absent, value/ci/bias/mean/std columns become float64 and `n`/`lost`
+    nullable integers. Missing detail columns are added with their defaults (lost 0, NaN, ""). Extra
+    columns are kept after the schema's columns.
     """
     where = f" in {source}" if source is not None else ""
     if not isinstance(results, pd.DataFrame):
         raise ResultsSchemaError(f"results{where} must be a pandas DataFrame, got {type(results).__name__}")
-    missing = [column for column in COLUMNS if column not in results.columns]
+    missing = [column for column in REQUIRED_COLUMNS if column not in results.columns]
     if missing:
         raise ResultsSchemaError(
             f"results table{where} lacks column(s) {', '.join(missing)}; "
-            f"the tidy schema needs {', '.join(COLUMNS)}"
+            f"the tidy schema needs {', '.join(REQUIRED_COLUMNS)}"
         )
     table = results.reset_index(drop=True).copy()
+    for column, default in (("lost", 0), ("bias", math.nan), ("mean", math.nan), ("std", math.nan)):
+        if column not in table.columns:
+            table[column] = default
+    for column in ("ci_method", "diagnostics"):
+        if column not in table.columns:
+            table[column] = ""
     for column in TEXT_COLUMNS:
         table[column] = [_as_text(value) for value in table[column]]
     if NOTE_COLUMN in table.columns:
         table[NOTE_COLUMN] = [_as_text(value) for value in table[NOTE_COLUMN]]
     table["level"] = pd.Series([normalize_level(value) for value in table["level"]], dtype=object)
-    for column in ("value", "ci_low", "ci_high"):
+    for column in FLOAT_COLUMNS:
         table[column] = _as_float_column(table[column], column, where)
-    table["n"] = _as_count_column(table["n"], where)
+    table["n"] = _as_count_column(table["n"], "n", where)
+    table["lost"] = _as_count_column(table["lost"], "lost", where)
     extra = [column for column in table.columns if column not in COLUMNS]
     return table[list(COLUMNS) + extra]
 
@@ -186,11 +214,11 @@ def _as_float_column(column: pd.Series, name: str, where: str) -> pd.Series:
     return numbers
 
 
-def _as_count_column(column: pd.Series, where: str) -> pd.Series:
-    numbers = _as_float_column(column, "n", where)
+def _as_count_column(column: pd.Series, name: str, where: str) -> pd.Series:
+    numbers = _as_float_column(column, name, where)
     finite = numbers.dropna()
     if ((finite != np.round(finite)) | (finite < 0)).any():
-        raise ResultsSchemaError(f"column 'n'{where} must hold non-negative whole numbers")
+        raise ResultsSchemaError(f"column {name!r}{where} must hold non-negative whole numbers")
     return numbers.round().astype("Int64")
 
 
