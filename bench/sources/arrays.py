@@ -1,8 +1,9 @@
-"""Image sources backed by arrays: ADM-style `.npz` files and in-memory tensors or arrays."""
+"""Image sources backed by arrays: ADM-style `.npz` files, `.npy` files, and in-memory tensors or arrays."""
 
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,20 @@ import torch
 
 from bench.hashing import sha256_file
 from bench.sources.base import ImageSource
+from bench.sources.names import display_path
 
 
 def _as_channels_last(array: np.ndarray, where: str) -> np.ndarray:
-    """Validate an N×H×W×3 (or N×3×H×W, or N×H×W grey) uint8 array and return it channels-last."""
+    """Validate an N×H×W×3 (or N×3×H×W, or N×H×W grey) uint8 array; return a channels-last view of it."""
+    if array.ndim == 2:
+        raise ValueError(
+            f"{where}: a 2-D array of shape {tuple(array.shape)} is not a batch of images "
+            "(an (n, d) array of feature vectors is not an image source)"
+        )
     if array.dtype != np.uint8:
         raise ValueError(f"{where}: images must be uint8, got {array.dtype}")
-    if array.ndim == 3:
-        return np.repeat(array[..., None], 3, axis=3)
+    if array.ndim == 3:  # grey: the three channels are views of one
+        return np.broadcast_to(array[..., None], (*array.shape, 3))
     if array.ndim != 4:
         raise ValueError(f"{where}: expected N×H×W×3 images, got shape {tuple(array.shape)}")
     if array.shape[3] == 3:
@@ -34,11 +41,17 @@ class NpzSource(ImageSource):
         super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"npz file not found: {self.path}")
-        with np.load(self.path, allow_pickle=False) as bundle:
-            if key not in bundle.files:
-                raise ValueError(f"{self.path} has no array {key!r} (arrays: {bundle.files})")
-            self._images = _as_channels_last(bundle[key], f"{self.path}[{key}]")
+            raise FileNotFoundError(f"npz file not found: {display_path(self.path)}")
+        try:
+            with np.load(self.path, allow_pickle=False) as bundle:
+                if key not in bundle.files:
+                    raise ValueError(
+                        f"{display_path(self.path)} has no array {key!r} (arrays: {bundle.files})"
+                    )
+                images = bundle[key]
+        except (OSError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{display_path(self.path)} is not a readable .npz file: {error}") from None
+        self._images = _as_channels_last(images, f"{display_path(self.path)}[{key}]")
         self.key = key
         self._manifest: dict | None = None
 
@@ -56,6 +69,44 @@ class NpzSource(ImageSource):
             self._manifest = {
                 "kind": "npz",
                 "key": self.key,
+                "size": self.path.stat().st_size,
+                "sha256": sha256_file(self.path),
+                "shape": list(self._images.shape),
+            }
+        return self._manifest
+
+
+class NpySource(ImageSource):
+    """Images stored as one uint8 array in a `.npy` file (N×H×W×3, N×3×H×W or N×H×W grey).
+
+    The file is memory-mapped, so a large array is read image by image rather than all at once.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"npy file not found: {display_path(self.path)}")
+        try:
+            array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except (OSError, EOFError, ValueError) as error:
+            raise ValueError(f"{display_path(self.path)} is not a readable .npy array: {error}") from None
+        self._images = _as_channels_last(array, display_path(self.path))
+        self._manifest: dict | None = None
+
+    def ids(self) -> list[str]:
+        return [f"{index:06d}" for index in range(len(self._images))]
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def load(self, index: int) -> np.ndarray:
+        return np.ascontiguousarray(self._images[index])
+
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            self._manifest = {
+                "kind": "npy",
                 "size": self.path.stat().st_size,
                 "sha256": sha256_file(self.path),
                 "shape": list(self._images.shape),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from bench.decode import DecodeError, DecodeLog
+from bench.decode import NOT_AN_ERROR_IN_STRICT_MODE, DecodeError, DecodeLog
 from bench.hashing import stable_hash
 
 
@@ -17,15 +18,22 @@ class ImageSource(ABC):
 
     Subclasses list their entries (`ids`) and load one entry at a time (`load`). `iter_batches` groups
     consecutive images into uint8 N×3×H×W tensors; all images of a batch share one size, so a size change
-    starts a new batch. Entries that cannot be decoded are skipped and recorded in `decode_log` (or raise
-    `DecodeError` when the source is strict). `len()` counts candidate entries; the number yielded is
-    `len(source) - len(source.decode_log.skipped)` after a full pass. Sources never resize.
+    starts a new batch. Entries refused while listing (`scan_skips`: a symlink loop, an unsafe archive
+    path, ...) are never candidates; candidates that cannot be decoded are skipped and recorded in
+    `decode_log`. `len()` counts candidates; after a full pass `decode_log.skipped` lists every entry left
+    out (decode failures, then listing refusals) and `skip_counts()` counts them by reason. Sources never
+    resize.
+
+    Strict sources raise `DecodeError` on every kind of skip except files that are plainly not meant as
+    images (`NOT_AN_ERROR_IN_STRICT_MODE`: an unsupported extension such as a README beside the images).
     """
 
     strict: bool = False
 
     def __init__(self) -> None:
         self.decode_log = DecodeLog()
+        self.scan_log = DecodeLog()
+        self._pass_complete = False
 
     @abstractmethod
     def ids(self) -> list[str]:
@@ -45,7 +53,18 @@ class ImageSource(ABC):
         They never appear in `ids()`; `iter_images` adds them to `decode_log` after its pass, and code
         that reads entries with `load` should report them too.
         """
-        return []
+        return list(self.scan_log.skipped)
+
+    def skip_counts(self) -> dict[str, int]:
+        """Entries left out, counted by reason: listing and decoding after a full pass, listing before."""
+        skipped = self.decode_log.skipped if self._pass_complete else self.scan_log.skipped
+        return dict(sorted(Counter(reason for _, reason in skipped).items()))
+
+    def refuse(self, name: str, reason: str, where: str | None = None) -> None:
+        """Record an entry left out while listing; a strict source raises `DecodeError` instead."""
+        if self.strict and reason not in NOT_AN_ERROR_IN_STRICT_MODE:
+            raise DecodeError(where or name, reason)
+        self.scan_log.skip(name, reason)
 
     def manifest_hash(self) -> str:
         """Short stable hash of `manifest()`."""
@@ -57,6 +76,7 @@ class ImageSource(ABC):
     def iter_images(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield `(id, H×W×3 uint8)` pairs, skipping (or, when strict, raising on) unreadable entries."""
         self.decode_log = DecodeLog()
+        self._pass_complete = False
         for index, image_id in enumerate(self.ids()):
             try:
                 image = self.load(index)
@@ -69,6 +89,7 @@ class ImageSource(ABC):
         # Entries refused while listing belong in the same run log as decode failures.
         for name, reason in self.scan_skips():
             self.decode_log.skip(name, reason)
+        self._pass_complete = True
 
     def iter_batches(self, batch_size: int) -> Iterator[tuple[list[str], torch.Tensor]]:
         """Yield `(ids, uint8 N×3×H×W)` with N ≤ `batch_size`; a change of image size starts a new batch."""
