@@ -24,7 +24,7 @@ from bench.cache import ContentCache, cache_root
 from bench.device import resolve_device
 from bench.hashing import sha256_file
 from bench.masks import BISENET
-from feature_spaces.microbatch import MicroBatcher
+from bench.microbatch import MicroBatcher
 
 WEIGHTS_FILE = "79999_iter.pth"
 WEIGHTS_SHA256 = "468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567"
@@ -239,8 +239,9 @@ class FaceParser:
     ) -> None:
         self.device = resolve_device(device)
         self.input_size = int(input_size)
-        self.model = load_bisenet(weights, self.device)
-        self.micro_batches = MicroBatcher(self.model, self.device)
+        self.weights = weights
+        self._model: nn.Module | None = None  # loaded on the first image not found in the cache
+        self._micro_batches: MicroBatcher | None = None
         self.weights_sha256 = WEIGHTS_SHA256
         if cache is False:
             self.cache = None
@@ -253,6 +254,21 @@ class FaceParser:
         self._mean, self._std = mean, std
         self.cache_hits = 0
         self.cache_misses = 0
+
+    @property
+    def model(self) -> nn.Module:
+        """The BiSeNet network (weights verified when first loaded)."""
+        if self._model is None:
+            self._model = load_bisenet(self.weights, self.device)
+            self._micro_batches = MicroBatcher(self._model, self.device)
+        return self._model
+
+    @property
+    def micro_batches(self) -> MicroBatcher:
+        """CPU micro-batching of the network (bench.microbatch)."""
+        self.model  # noqa: B018  (loads the network and its micro-batcher)
+        assert self._micro_batches is not None
+        return self._micro_batches
 
     def cache_key(self, image: torch.Tensor) -> str:
         """Cache key of one image's label map: image content, weights and input size."""

@@ -113,12 +113,24 @@ def region_mask(labels, convention: LabelConvention | str, region: str):
     return np.isin(labels, ids)
 
 
-def region_present(labels, convention: LabelConvention | str, region: str):
-    """Per-image flag (length N): does the image's label map contain any pixel of `region`?"""
+DEFAULT_MIN_REGION_FRACTION = 0.001  # METHODS §3: a region is present when it covers ≥ 0.1 % of the image
+
+
+def region_area_fraction(labels, convention: LabelConvention | str, region: str):
+    """Per-image fraction (length N, float) of the pixels in `region` (numpy or torch, as given)."""
     mask = region_mask(labels, convention, region)
     if _is_torch(mask):
-        return mask.flatten(1).any(dim=1)
-    return mask.reshape(mask.shape[0], -1).any(axis=1)
+        return mask.flatten(1).float().mean(dim=1)
+    return mask.reshape(mask.shape[0], -1).mean(axis=1)
+
+
+def region_present(
+    labels, convention: LabelConvention | str, region: str, min_fraction: float = DEFAULT_MIN_REGION_FRACTION
+):
+    """Per-image flag (length N): does `region` cover at least `min_fraction` of the image (and at least
+    one pixel)? A stray pixel is not a hat."""
+    fraction = region_area_fraction(labels, convention, region)
+    return (fraction >= min_fraction) & (fraction > 0)
 
 
 def convert_labels(labels, source: LabelConvention | str, target: LabelConvention | str):

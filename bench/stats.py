@@ -200,7 +200,21 @@ class GaussianStats:
             raise StatsFileError(f"{path} is not a readable .npz statistics file: {error}") from error
         except (OSError, EOFError) as error:
             raise StatsFileError(f"{path} is not a readable .npz statistics file: {error}") from error
-        return _stats_from_arrays(contents, path)
+        return validated(_stats_from_arrays(contents, path), path)
+
+
+def validated(stats: GaussianStats, path: Path) -> GaussianStats:
+    """`stats` read from `path` after METHODS §2's input checks (finite, square, symmetric, PSD), its
+    covariance symmetrised; a failure is a StatsFileError naming the file and the check."""
+    from bench.metrics.validation import InvalidStatisticsError, checked_mean_cov, cholesky_or_psd
+
+    try:
+        mean, cov = checked_mean_cov(stats.mean, stats.cov, str(path))
+        cholesky_or_psd(cov, str(path))
+    except InvalidStatisticsError as error:
+        raise StatsFileError(str(error)) from error
+    scale = (stats.n - 1) if stats.n is not None and stats.n >= 2 else 1
+    return GaussianStats(n=stats.n, mean=mean, m2=cov * scale, provenance=stats.provenance)
 
 
 def _stats_from_arrays(contents: dict[str, np.ndarray], path: Path) -> GaussianStats:

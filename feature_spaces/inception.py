@@ -7,10 +7,15 @@ and the last E block max-pools in its pool branch; the classifier has 1008 outpu
 Accepted weight file: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``, a plain state dict with
 torchvision's Inception3 key names (``Conv2d_1a_3x3.conv.weight``, ``Conv2d_1a_3x3.bn.running_mean``, ...,
 ``Mixed_7c.branch_pool.bn.bias``, ``fc.weight`` [1008×2048], ``fc.bias``) and no ``AuxLogits``.
+
+pytorch-fid's ``--dims`` 64, 192 and 768 read earlier blocks (its ``InceptionV3([block])``: after the first
+max pool, after the second max pool, after Mixed_6e), globally average-pooled; `pytorch_fid_space(dims)`
+names the space that reads each one (derived from ``inception-fid``: same weights and preprocessing).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,14 +149,28 @@ class InceptionE(nn.Module):
         return torch.cat([b1, b3, bd, bp], 1)
 
 
+# pytorch-fid's InceptionV3.BLOCK_INDEX_BY_DIM: feature width → the block whose output is read.
+BLOCK_BY_DIM = {64: 0, 192: 1, 768: 2, 2048: 3}
+BLOCK_NAMES = {
+    0: "block 0 (after the first max pool)",
+    1: "block 1 (after the second max pool)",
+    2: "block 2 (Mixed_6e, before the aux classifier)",
+    3: "pool3 (global average pool after Mixed_7c)",
+}
+
+
 class FIDInceptionV3(nn.Module):
-    """Inception-v3 as in the FID reference; ``forward`` returns the 2048-d pool3 features.
+    """Inception-v3 as in the FID reference; ``forward`` returns the globally average-pooled output of
+    block ``output_block`` (3, the default: the 2048-d pool3 features; 0–2: pytorch-fid's earlier blocks).
 
     Expects inputs already resized to 299×299 and scaled to [-1, 1].
     """
 
-    def __init__(self) -> None:
+    def __init__(self, output_block: int = 3) -> None:
         super().__init__()
+        if output_block not in BLOCK_NAMES:
+            raise ValueError(f"output_block must be one of {sorted(BLOCK_NAMES)}, got {output_block}")
+        self.output_block = output_block
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
@@ -173,19 +192,51 @@ class FIDInceptionV3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
-        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
-        x = F.max_pool2d(x, kernel_size=3, stride=2)
-        for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
-            x = getattr(self, f"Mixed_{name}")(x)
+        if self.output_block > 0:
+            x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+            x = F.max_pool2d(x, kernel_size=3, stride=2)
+        if self.output_block > 1:
+            for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e"):
+                x = getattr(self, f"Mixed_{name}")(x)
+        if self.output_block > 2:
+            for name in ("7a", "7b", "7c"):
+                x = getattr(self, f"Mixed_{name}")(x)
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
-def load_fid_inception(paths: Sequence[Path]) -> FIDInceptionV3:
+def load_fid_inception(paths: Sequence[Path], output_block: int = 3) -> FIDInceptionV3:
     """The FID Inception with pytorch-fid's weight file loaded (all keys required)."""
-    model = FIDInceptionV3()
+    model = FIDInceptionV3(output_block)
     load_strict(model, read_state_dict(paths[0]), paths[0])
     return model.eval()
 
 
 def loader(spec, device, paths):
-    return load_fid_inception(paths)
+    return load_fid_inception(paths, spec.extra.get("pytorch_fid_block", 3))
+
+
+def pytorch_fid_space(dims: int = 2048, base: str = "inception-fid") -> str:
+    """The name of the space that reads pytorch-fid's block for ``--dims dims``.
+
+    2048 is ``base`` itself. The others are derived from ``base`` as registered now (its weights, their
+    verification and its preprocessing), registered on first use as ``{base}-{dims}``.
+    """
+    from feature_spaces.registry import get, names, register
+
+    if dims not in BLOCK_BY_DIM:
+        raise ValueError(f"pytorch-fid's --dims must be one of {sorted(BLOCK_BY_DIM)}, got {dims}")
+    if dims == 2048:
+        return base
+    block = BLOCK_BY_DIM[dims]
+    parent = get(base).spec
+    spec = dataclasses.replace(
+        parent,
+        name=f"{base}-{dims}",
+        feature=f"pytorch-fid {BLOCK_NAMES[block]}, global average pool",
+        dim=dims,
+        extra={**parent.extra, "pytorch_fid_block": block},
+        spatial_layer=None,  # the earlier blocks never reach Mixed_7c
+    )
+    if spec.name not in names() or get(spec.name).spec != spec:
+        register(spec, loader, replace=True)
+    return spec.name

@@ -97,7 +97,14 @@ def preprocess(
     check_uint8_batch(images)
     if device is not None:
         images = images.to(device)
-    x = resize_and_crop(images, prep)
+    return normalize(resize_and_crop(images, prep), prep).contiguous()
+
+
+def normalize(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """Float values on the 0..255 scale → the network's value range, mean/std and channel order.
+
+    Differentiable, so gradient-based probes (adversarial attacks) reach the pixels through it.
+    """
     low, high = prep.value_range
     x = x * ((high - low) / 255.0) + low
     if prep.mean is not None and prep.std is not None:
@@ -106,4 +113,4 @@ def preprocess(
         x = (x - mean) / std
     if prep.channels == "BGR":
         x = x.flip(1)
-    return x.contiguous()
+    return x

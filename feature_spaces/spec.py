@@ -93,7 +93,9 @@ class FeatureSpaceSpec:
 
     ``feature`` names the layer read out (e.g. "pool3"), ``dim`` its width. ``requires`` lists importable
     modules the loader needs. ``revision`` is bumped when the extraction code changes its numbers, so old
-    caches stop matching.
+    caches stop matching. ``spatial_layer`` names, for a differentiable space, the submodule of the loaded
+    model whose output is its last spatial map (C × h × w, or ViT tokens with a square patch grid), where
+    FD sensitivity heatmaps are read; it does not change the features, so it is not part of the hash.
     """
 
     name: str
@@ -111,6 +113,7 @@ class FeatureSpaceSpec:
     notes: str = ""
     revision: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    spatial_layer: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip() or " " in self.name:

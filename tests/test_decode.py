@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from bench.decode import (
     SKIP_CORRUPT,
     SKIP_EMPTY,
     SKIP_NOT_IMAGE,
+    SKIP_TOO_LARGE,
     SKIP_TRUNCATED,
+    SKIP_UNSUPPORTED_MODE,
     DecodeError,
     DecodeLog,
+    apply_orientation,
     composite_on_black,
     decode_image_bytes,
 )
@@ -188,3 +193,121 @@ def test_sixteen_bit_colour_png_is_rounded_not_truncated(channels):
     if channels == 3:
         assert out[0, 1, 0] == 2
     assert log.conversions["16-bit"] == 1
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_exif_chunk(png: bytes, exif: bytes) -> bytes:
+    """Insert an eXIf chunk right after IHDR (8-byte signature + 25-byte IHDR chunk)."""
+    return png[:33] + _png_chunk(b"eXIf", exif) + png[33:]
+
+
+def _orientation_exif(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillows_transpose(orientation):
+    array = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(array), "PNG", exif=_orientation_exif(orientation))
+    log = DecodeLog()
+    out = decode_image_bytes(data, "o.png", log)
+    oracle = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    np.testing.assert_array_equal(out, oracle)
+    assert log.conversions.get("exif-orientation", 0) == (orientation != 1)
+
+
+def test_exif_orientation_is_applied_to_sixteen_bit_colour_too():
+    samples = RNG.integers(0, 65536, (6, 4, 3), dtype=np.uint16)
+    data = _with_exif_chunk(_png_16bit(samples, filters=[0]), _orientation_exif(8))
+    log = DecodeLog()
+    out = decode_image_bytes(data, "deep.png", log)
+    eight = np.floor(samples.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(out, np.rot90(eight, 1))  # 8: turn 90° anticlockwise for display
+    assert log.conversions["16-bit"] == 1 and log.conversions["exif-orientation"] == 1
+
+
+def test_unreadable_or_invalid_exif_leaves_pixels_as_stored():
+    array = RNG.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    for exif in (b"Exif\x00\x00not a tiff header", _orientation_exif(9)):
+        out = decode_image_bytes(encode(Image.fromarray(array), "PNG", exif=exif), "e.png")
+        np.testing.assert_array_equal(out, array)
+
+
+def test_palette_with_an_alpha_table_is_composited_per_entry():
+    index = RNG.integers(0, 4, (6, 9), dtype=np.uint8)
+    colours = np.array([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 200]], dtype=np.uint8)
+    alphas = np.array([0, 100, 201, 255], dtype=np.uint8)
+    image = Image.fromarray(index, "P")
+    image.putpalette(colours.reshape(-1).tolist())
+    log = DecodeLog()
+    out = decode_image_bytes(encode(image, "PNG", transparency=alphas.tobytes()), "pa.png", log)
+    rgb, alpha = colours[index].astype(np.float64), alphas[index][..., None].astype(np.float64)
+    np.testing.assert_array_equal(out, np.floor(rgb * alpha / 255.0 + 0.5).astype(np.uint8))
+    assert log.conversions == {"palette": 1, "alpha": 1}
+
+
+def test_rgb_colour_key_transparency_becomes_black():
+    array = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    array[2, 3] = array[5, 1] = (1, 2, 3)
+    out = decode_image_bytes(encode(Image.fromarray(array), "PNG", transparency=(1, 2, 3)), "key.png")
+    expected = array.copy()
+    expected[2, 3] = expected[5, 1] = 0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_sixteen_bit_grey_with_alpha_is_rounded_then_composited():
+    samples = RNG.integers(0, 65536, (5, 6, 2), dtype=np.uint16)
+    rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(5))
+    header = struct.pack(">IIBBBBB", 6, 5, 16, 4, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows))
+        + _png_chunk(b"IEND", b"")
+    )
+    log = DecodeLog()
+    out = decode_image_bytes(data, "la16.png", log)
+    eight = np.floor(samples.astype(np.float64) / 257.0 + 0.5)
+    grey = np.floor(eight[..., :1] * eight[..., 1:] / 255.0 + 0.5)
+    np.testing.assert_array_equal(out, np.repeat(grey, 3, axis=2).astype(np.uint8))
+    assert log.conversions["16-bit"] == 1 and log.conversions["alpha"] == 1
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000], ids=["over-warning-limit", "over-error-limit"])
+def test_decompression_bombs_are_refused_before_inflating(side):
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", b"x" * 50)
+    with pytest.raises(DecodeError) as caught:
+        decode_image_bytes(data, "bomb.png")
+    assert caught.value.reason == SKIP_TOO_LARGE
+
+
+def test_floating_point_images_are_an_unsupported_format():
+    data = encode(Image.fromarray(RNG.random((4, 4)).astype(np.float32)), "TIFF")
+    with pytest.raises(DecodeError) as caught:
+        decode_image_bytes(data, "f.tif")
+    assert caught.value.reason == SKIP_UNSUPPORTED_MODE
+
+
+def test_multi_frame_files_give_their_first_frame():
+    frames = [Image.fromarray(np.full((4, 4, 3), 40 * (i + 1), np.uint8)) for i in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    log = DecodeLog()
+    out = decode_image_bytes(buffer.getvalue(), "anim.webp", log)
+    np.testing.assert_array_equal(out, np.asarray(frames[0]))
+    assert log.conversions == {"multi-frame (first frame)": 1}
+
+
+def test_apply_orientation_is_its_own_inverse_where_it_should_be():
+    array = RNG.integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    for orientation in (1, 2, 3, 4, 5, 7):  # mirrors, 180° and the two transposes undo themselves
+        np.testing.assert_array_equal(
+            apply_orientation(apply_orientation(array, orientation), orientation), array
+        )
+    np.testing.assert_array_equal(apply_orientation(apply_orientation(array, 6), 8), array)

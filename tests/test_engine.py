@@ -16,7 +16,7 @@ import torch
 
 import feature_spaces
 from bench.cache import ContentCache
-from bench.engine import EngineConfig, FolderMasks, Variant, run_engine
+from bench.engine import CLEAN, Cohort, EngineConfig, FolderMasks, Member, Variant, run_engine
 from bench.engine.reservoir import Reservoir
 from bench.perturbations import make_perturbation
 from bench.sources import TensorSource, open_source
@@ -58,32 +58,106 @@ def test_statistics_equal_direct_extraction_and_are_chunking_independent(tmp_pat
     np.testing.assert_allclose(a.stats.m2, b.stats.m2, rtol=1e-6)
 
 
-def test_region_subsets_follow_the_masks(tmp_path: Path) -> None:
-    """Masks from files: only images whose label map holds the region enter its subset."""
+def _hair_masks(tmp_path: Path, count: int, hair: dict[int, int]) -> tuple[TensorSource, FolderMasks]:
+    """`count` random 32² images; image i's label map (CelebAMask-HQ ids, half resolution) holds
+    `hair[i]` hair pixels of its 16² map; the last image has no label map at all."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    images = torch.from_numpy(rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8))
-    ids = [f"img{i}.png" for i in range(6)]
+    images = torch.from_numpy(rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8))
     mask_dir = tmp_path / "masks"
     mask_dir.mkdir()
-    for index in range(5):  # img5 has no mask at all
-        labels = np.zeros((16, 16), dtype=np.uint8)  # CelebAMask-HQ ids, half resolution
-        if index % 2 == 0:
-            labels[4:8, 4:8] = 13  # hair
+    for index in range(count - 1):
+        labels = np.zeros((16, 16), dtype=np.uint8)
+        labels.reshape(-1)[: hair.get(index, 0)] = 13
         Image.fromarray(labels).save(mask_dir / f"img{index}.png")
-    source = TensorSource(images, ids=ids)
-    variants = [
-        Variant("clean", None, None, ("all", "Hair")),
-        Variant("blur:Hair", make_perturbation("region_blur", region="Hair"), "Hair", ("Hair",)),
-    ]
-    masks = FolderMasks(mask_dir, "celebamask-hq")
-    result = run_engine(source, variants, ["pixels-randproj"], masks, _config(tmp_path))
-    assert result.cell("clean", "pixels-randproj").n == 6
-    hair = result.cell("clean", "pixels-randproj", "Hair")
-    assert hair.ids == ["img0.png", "img2.png", "img4.png"]
-    assert result.cell("blur:Hair", "pixels-randproj", "Hair").ids == hair.ids
-    assert masks.missing == ["img5.png"]
+    return TensorSource(images, ids=[f"img{i}.png" for i in range(count)]), FolderMasks(
+        mask_dir, "celebamask-hq"
+    )
+
+
+def test_region_variants_apply_only_where_the_region_is_present(tmp_path: Path) -> None:
+    """Hair covering 16 of 256 label pixels is present; a single pixel (0.4 %) is not at a 1 % threshold;
+    an image without a label map is left out and reported."""
+    source, masks = _hair_masks(tmp_path, 6, {0: 16, 2: 16, 3: 1, 4: 16})
+    blur_hair = Variant("blur:Hair", make_perturbation("region_blur", region="Hair"), "Hair")
+    conditional = Cohort.of("hair", CLEAN, blur_hair, within=blur_hair)
+    config = _config(tmp_path, min_region_fraction=0.01)
+    result = run_engine(source, [CLEAN, blur_hair], ["pixels-randproj"], masks, config, [conditional])
+    assert result.cell(CLEAN, "pixels-randproj").n == 6
+    cells = result.cohort(conditional, "pixels-randproj")
+    assert cells.cell(CLEAN).ids == ["img0.png", "img2.png", "img4.png"]
+    assert cells.cell(blur_hair).ids == cells.cell(CLEAN).ids and cells.lost == 0
+    assert result.unlabelled == ["img5.png"]
+
+
+def test_population_member_falls_back_to_the_clean_feature_where_the_region_is_absent(tmp_path: Path) -> None:
+    """B_r leaves images without r unchanged: their clean features stand in, exactly."""
+    source, masks = _hair_masks(tmp_path, 5, {1: 40, 3: 40})
+    blur_hair = Variant("blur:Hair", make_perturbation("region_blur", region="Hair"), "Hair")
+    population = Cohort("pop", (Member(CLEAN), Member(blur_hair, fallback=CLEAN)))
+    result = run_engine(
+        source, [CLEAN, blur_hair], ["pixels-randproj"], masks, _config(tmp_path), [population]
+    )
+    cells = result.cohort(population, "pixels-randproj")
+    extractor = feature_spaces.get("pixels-randproj").load("cpu")
+    images = torch.stack([torch.from_numpy(source.load(i).transpose(2, 0, 1).copy()) for i in range(4)])
+    clean = extractor(images).double().numpy()
+    hair = torch.zeros(4, 32, 32, dtype=torch.bool)
+    for index in (1, 3):
+        hair[index].view(-1)[: 40 * 4] = True  # nearest-neighbour upscaling of the 16² map: not contiguous
+    assert cells.n == 4 and cells.cell(CLEAN).ids == [f"img{i}.png" for i in range(4)]
+    blurred = cells.features(blur_hair).astype(np.float64)
+    np.testing.assert_array_equal(blurred[[0, 2]], cells.features(CLEAN)[[0, 2]])
+    np.testing.assert_allclose(cells.features(CLEAN), clean, rtol=1e-5, atol=1e-6)
+    assert np.abs(blurred[[1, 3]] - clean[[1, 3]]).max() > 1e-3
+
+
+def test_a_cohort_keeps_only_ids_every_member_has_and_counts_the_lost(tmp_path: Path) -> None:
+    """A space that gives no feature for some blurred copies: those ids leave both sets (lost), the
+    statistics equal a direct computation on the kept ids, and the variant's own cell keeps the rest."""
+    import dataclasses
+
+    from bench.perturbations.base import Perturbation, quantize
+    from feature_spaces.extractor import Extractor
+
+    class Brighten(Perturbation):
+        name = "test_brighten"
+        defaults = {"delta": 25.0}  # noqa: RUF012
+
+        def apply(self, images, masks, offset):
+            return quantize(images.float() + self.params["delta"])
+
+    class MeansUnlessBright(Extractor):
+        def extract(self, images: torch.Tensor, prepared=None) -> torch.Tensor:
+            values = images.float().mean(dim=(2, 3))
+            return torch.where(values.mean(dim=1, keepdim=True) > 140, torch.nan, values)
+
+    spec = dataclasses.replace(feature_spaces.get("pixels-randproj").spec, name="test-bright", dim=3)
+    feature_spaces.register(spec, lambda spec, device, paths: MeansUnlessBright(spec, device), replace=True)
+    try:
+        rng = np.random.default_rng(1)
+        levels = np.linspace(90, 150, 12)[:, None, None, None]  # per-image brightness
+        images = torch.from_numpy((levels + rng.integers(-8, 9, (12, 3, 8, 8))).astype(np.uint8))
+        brighten = Variant("brighter", Brighten(delta=25.0))
+        paired = Cohort.of("paired", CLEAN, brighten)
+        result = run_engine(
+            TensorSource(images), [CLEAN, brighten], ["test-bright"], None, _config(tmp_path), [paired]
+        )
+    finally:
+        feature_spaces.unregister("test-bright")
+    means = images.double().mean(dim=(2, 3)).numpy()
+    bright_means = (images.double() + 25).clamp(0, 255).mean(dim=(2, 3)).numpy()
+    clean_ok, bright_ok = means.mean(1) <= 140, bright_means.mean(1) <= 140
+    kept = clean_ok & bright_ok
+    cells = result.cohort(paired, "test-bright")
+    assert 2 <= kept.sum() < clean_ok.sum()
+    assert cells.n == kept.sum() and cells.lost == (clean_ok & ~bright_ok).sum()
+    np.testing.assert_allclose(cells.cell(CLEAN).stats.mean, means[kept].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(
+        cells.cell(brighten).stats.cov, np.cov(bright_means[kept], rowvar=False), rtol=1e-5
+    )
+    assert result.cell(CLEAN, "test-bright").n == clean_ok.sum()
 
 
 def test_second_run_reads_everything_from_cache(tmp_path: Path) -> None:
@@ -93,8 +167,8 @@ def test_second_run_reads_everything_from_cache(tmp_path: Path) -> None:
     second = run_engine(source, variants, ["pixels-randproj"], None, _config(tmp_path))
     assert first.cache_misses == 6 and first.cache_hits == 0  # 3 chunks × 2 variants
     assert second.cache_misses == 0 and second.cache_hits == 6
-    for key, cell in first.cells.items():
-        np.testing.assert_array_equal(cell.stats.m2, second.cells[key].stats.m2)
+    for name, values in engine_worker.member_statistics(first).items():
+        np.testing.assert_array_equal(values, engine_worker.member_statistics(second)[name])
 
 
 def test_a_space_that_cannot_load_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -108,7 +182,7 @@ def test_a_space_that_cannot_load_is_reported_and_the_run_goes_on(tmp_path: Path
 
 
 def test_region_variants_without_masks_are_refused(tmp_path: Path) -> None:
-    variant = Variant("blur:Hair", make_perturbation("region_blur", region="Hair"), "Hair", ("Hair",))
+    variant = Variant("blur:Hair", make_perturbation("region_blur", region="Hair"), "Hair")
     with pytest.raises(ValueError, match="select regions but no mask provider"):
         run_engine(
             open_source("dcgan-faces:count=2,seed=0"), [variant], ["pixels-randproj"], None, _config(tmp_path)
@@ -155,7 +229,9 @@ def test_sigkill_then_restart_recomputes_nothing_finished(tmp_path: Path) -> Non
         batch_size=8, chunk_size=8, cache=ContentCache("engine", root=cache), progress=False
     )
     source = open_source("dcgan-faces:count=96,seed=3")
-    resumed = run_engine(source, engine_worker.variants(), engine_worker.SPACES, None, config)
+    resumed = run_engine(
+        source, engine_worker.variants(), engine_worker.SPACES, None, config, engine_worker.cohorts()
+    )
     assert resumed.cache_hits == len(finished)
     assert resumed.cache_misses == 48 - len(finished)
     fresh = run_engine(
@@ -164,10 +240,11 @@ def test_sigkill_then_restart_recomputes_nothing_finished(tmp_path: Path) -> Non
         engine_worker.SPACES,
         None,
         EngineConfig(batch_size=8, chunk_size=8, cache=False, progress=False),
+        engine_worker.cohorts(),
     )
-    for key, cell in fresh.cells.items():
-        np.testing.assert_array_equal(cell.stats.m2, resumed.cells[key].stats.m2)
-        np.testing.assert_array_equal(cell.stats.mean, resumed.cells[key].stats.mean)
+    expected, actual = engine_worker.member_statistics(fresh), engine_worker.member_statistics(resumed)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(values, actual[name])
 
 
 def _free_port() -> int:
@@ -230,3 +307,29 @@ def test_bad_files_are_counted_skips_with_reasons(tmp_path: Path) -> None:
     assert result.cell("clean", "pixels-randproj").n == 3
     assert set(skipped) == {"empty.png", "notes.jpg", "cut.jpg"}
     assert all(reason for reason in skipped.values())
+
+
+def test_a_run_served_from_the_cache_loads_no_model(tmp_path: Path) -> None:
+    """The second run reads every entry from the cache without building the space's extractor."""
+    import dataclasses
+
+    loads = []
+    base = feature_spaces.get("pixels-randproj")
+    spec = dataclasses.replace(base.spec, name="test-counted-loads")
+
+    def loader(spec, device, paths):
+        loads.append(spec.name)
+        return base.loader(spec, device, paths)
+
+    feature_spaces.register(spec, loader, replace=True)
+    try:
+        source = open_source("dcgan-faces:count=8,seed=4")
+        first = run_engine(source, [CLEAN], ["test-counted-loads"], None, _config(tmp_path))
+        feature_spaces.clear_loaded()  # as in a new process: nothing is loaded yet
+        second = run_engine(source, [CLEAN], ["test-counted-loads"], None, _config(tmp_path))
+    finally:
+        feature_spaces.unregister("test-counted-loads")
+    assert loads == ["test-counted-loads"] and second.cache_misses == 0
+    np.testing.assert_array_equal(
+        first.cell(CLEAN, "test-counted-loads").stats.m2, second.cell(CLEAN, "test-counted-loads").stats.m2
+    )

@@ -27,7 +27,7 @@ def chips(shared_data: Path) -> list[np.ndarray]:
     paths = utk_faces(shared_data, "male", 3) + utk_faces(shared_data, "female", 3)
     made = []
     for image in working_images(to_batch([read_rgb(p) for p in paths]), space.spec):
-        shape = extractor.aligner.landmarks(image)
+        shape = extractor.aligner.landmarks([image])[0]
         assert shape is not None
         made.append(dlib.get_face_chip(image, shape, size=DESCRIPTOR_CHIP, padding=0.25))
     return made
@@ -89,35 +89,38 @@ def test_a_bad_worker_count_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, va
 def test_face_spaces_share_one_detector_and_detect_each_image_once(shared_data: Path) -> None:
     identity, attributes = fs.get("dlib-face-id").load("cpu"), fs.get("agegender").load("cpu")
     assert identity.aligner is attributes.aligner
-    aligner = identity.aligner
+    detector = identity.aligner.detector
     calls = []
-    detect = aligner._detect
-    aligner._detect = lambda image: calls.append(1) or detect(image)
+    detect = detector.largest_faces
+    detector.largest_faces = lambda images: calls.extend(images) or detect(images)
     try:
         # Fresh content: shift the pixels by one grey level so no earlier test remembered these images.
         batch = to_batch([read_rgb(p) for p in utk_faces(shared_data, "female", 2)])
         batch = torch.where(batch < 255, batch + 1, batch)
+        landmarks = identity.prepare(batch)
         identity(batch)
         attributes(batch)
+        attributes(torch.flip(batch, dims=[3]), landmarks)  # a perturbed copy reuses the clean landmarks
     finally:
-        del aligner._detect
+        del detector.largest_faces
     assert len(calls) == 2
 
 
-def test_small_faces_are_found_by_the_upsampled_pass() -> None:
+def test_small_faces_are_found_by_the_upsampled_hog_pass() -> None:
     """A face smaller than the HOG window in the working image needs the second (upsampled) pass."""
     from skimage import data as skdata
 
+    from feature_spaces.faces import HogDetector
+
     space = fs.get("dlib-face-id")
-    aligner = space.load("cpu").aligner
     astronaut = (
         torch.nn.functional.interpolate(to_batch([skdata.astronaut()]).float(), size=(128, 128), mode="area")
         .round()
         .byte()
     )
     image = working_images(astronaut, space.spec)[0]
-    assert len(aligner.detector(image, 0)) == 0
-    assert aligner._detect(image) is not None
+    assert HogDetector([0]).largest_faces([image]) == [None]
+    assert HogDetector([0, 1]).largest_faces([image])[0] is not None
 
 
 def test_chip_descriptors_equal_dlibs_own_full_image_call(shared_data: Path) -> None:
@@ -127,7 +130,34 @@ def test_chip_descriptors_equal_dlibs_own_full_image_call(shared_data: Path) -> 
     batch = to_batch([read_rgb(p) for p in utk_faces(shared_data, "male", 2)])
     features = extractor(batch).double().numpy()
     for row, image in zip(features, working_images(batch, space.spec), strict=True):
-        shape = extractor.aligner.landmarks(image)
+        shape = extractor.aligner.landmarks([image])[0]
         padding = space.spec.extra["chip_padding"]
         direct = np.asarray(extractor.descriptors.encoder.compute_face_descriptor(image, shape, 0, padding))
         np.testing.assert_allclose(row, direct, rtol=0, atol=1e-6)  # float32 rows
+
+
+def test_mtcnn_and_hog_find_the_same_face_and_bad_inputs_find_none() -> None:
+    """Two independent detectors agree on the astronaut's face (box IoU > 0.5); an image smaller than
+    MTCNN's smallest face yields no face instead of an error deep in facenet-pytorch."""
+    from skimage import data as skdata
+
+    from feature_spaces.faces import HogDetector, MtcnnDetector
+
+    space = fs.get("dlib-face-id")
+    image = np.ascontiguousarray(skdata.astronaut())
+    mtcnn = MtcnnDetector(space.weight_paths()[2:])
+    (box_a,), (box_b,) = mtcnn.largest_faces([image]), HogDetector([0, 1]).largest_faces([image])
+
+    def area(box):
+        return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+    inner = (
+        max(box_a[0], box_b[0]),
+        max(box_a[1], box_b[1]),
+        min(box_a[2], box_b[2]),
+        min(box_a[3], box_b[3]),
+    )
+    assert area(inner) / (area(box_a) + area(box_b) - area(inner)) > 0.5
+    assert mtcnn.largest_faces([image[:10, :10]]) == [None]
+    with pytest.raises(ValueError, match="H×W×3"):
+        mtcnn.largest_faces([image[:, :, 0]])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import feature_spaces as fs
-from feature_spaces.microbatch import MicroBatcher, forward_recording_largest
+from bench.microbatch import MicroBatcher, forward_recording_largest
 
 
 def widening_net() -> nn.Module:

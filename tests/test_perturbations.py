@@ -70,7 +70,11 @@ def to_numpy(images: torch.Tensor) -> np.ndarray:
 
 
 def test_every_registered_perturbation_is_covered():
-    assert set(available()) == set(STRONG)
+    from bench.perturbations.base import _REGISTRY
+
+    # Other test modules register their own perturbations (test_brighten, ...); only fdbench's count here.
+    shipped = {name for name in available() if _REGISTRY[name].__module__.startswith("bench.")}
+    assert shipped == set(STRONG)
     assert set(ZERO) == set(STRONG) - {"jpeg"}  # JPEG has no lossless setting
 
 

@@ -176,8 +176,10 @@ def attribute_proportion_results(
                         "level": delta,
                         "metric": metric,
                         "value": mean,
-                        "ci_low": mean - std,
-                        "ci_high": mean + std,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                        "mean": mean,
+                        "std": std,
                         "n": pairs,
                     }
                 )

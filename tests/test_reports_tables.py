@@ -14,7 +14,6 @@ from bench.reports.results import validate_results
 from bench.reports.tables import (
     experiment_tables,
     fd_terms_table,
-    format_cell,
     markdown_report,
     nfd_table,
     problem_lines,
@@ -51,9 +50,15 @@ def test_nfd_table_cells_match_recomputed_nfd(results: pd.DataFrame) -> None:
             cell = frame.loc[region, space]
             value = float(cell.split(" ")[0])
             assert value == pytest.approx(nfd_oracle(region, space), rel=1e-3)
-            low, high = (float(x) for x in cell.split("[")[1].rstrip("]").split(", "))
+            low, high = (float(x) for x in cell.split("[")[1].split("]")[0].split(", "))
             assert low <= high
+            assert cell.endswith(f"(n={_n_of(results, region, space)})")
     assert frame.loc["All", "toy-linear"].startswith("1 ")
+
+
+def _n_of(results: pd.DataFrame, region: str, space: str) -> int:
+    rows = results[(results.metric == "nfd") & (results.region == region) & (results.space == space)]
+    return int(rows["n"].iloc[0])
 
 
 def test_fd_terms_add_up(results: pd.DataFrame) -> None:
@@ -68,7 +73,7 @@ def test_fd_terms_add_up(results: pd.DataFrame) -> None:
 
 def test_every_experiment_gets_tables(results: pd.DataFrame) -> None:
     titles = [table.title for table in experiment_tables(results)]
-    assert any(t.startswith("region_blur: normalized FD") for t in titles)
+    assert any(t.startswith("region_blur: normalized FD, conditional") for t in titles)
     assert any(t.startswith("region_blur: raw FD") for t in titles)
     assert "attribute_proportion: fd" in titles and "attribute_proportion: fd_trace_term" in titles
     assert any("generator rank" in t for t in titles) and any("Kendall" in t for t in titles)
@@ -81,7 +86,8 @@ def test_delta_pivot_shows_mean_and_std_band(results: pd.DataFrame) -> None:
     frame = table.frame.set_index("Δ")
     rows = results[(results["experiment"] == "attribute_proportion") & (results["metric"] == "fd")]
     row = rows[(rows["space"] == "toy-tanh") & (rows["level"] == 0.5)].iloc[0]
-    assert frame.loc["0.5", "toy-tanh"] == format_cell(row["value"], row["ci_low"], row["ci_high"])
+    assert frame.loc["0.5", "toy-tanh"] == f"{row['value']:.4g} ± {row['std']:.4g}"
+    assert "[" not in frame.loc["0.5", "toy-tanh"]  # a spread over draws is never shown as an interval
 
 
 def test_markdown_is_well_formed(results: pd.DataFrame) -> None:
@@ -194,7 +200,7 @@ def test_table_from_fdbench_frechet_distance_matches_the_oracle() -> None:
     expected = (
         oracle_fd(clean, embed(blur(z, "Hair"))).value / oracle_fd(clean, embed(blur(z, ALL_REGION))).value
     )
-    assert float(table.frame.set_index("region").loc["Hair", "toy-linear"]) == pytest.approx(
+    assert float(table.frame.set_index("region").loc["Hair", "toy-linear"].split(" ")[0]) == pytest.approx(
         expected, rel=1e-3
     )
 

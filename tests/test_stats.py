@@ -150,3 +150,52 @@ def test_covariance_needs_two_samples() -> None:
 def test_merge_dimension_mismatch() -> None:
     with pytest.raises(FeatureError, match="dimension 2 and 3"):
         GaussianStats.from_features(np.ones((2, 2))).merge(GaussianStats.from_features(np.ones((2, 3))))
+
+
+def _write_pytorch_fid(path: Path, mu: np.ndarray, sigma: np.ndarray) -> Path:
+    np.savez(path, mu=mu, sigma=sigma)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (
+            lambda mu, sigma: (mu, np.where(np.eye(3, dtype=bool), np.nan, sigma)),
+            "has 3 of 9 values that are NaN",
+        ),
+        (lambda mu, sigma: (np.array([0.0, np.inf, 0.0]), sigma), "the mean has 1 of 3 values"),
+        (lambda mu, sigma: (mu, sigma + np.triu(np.ones((3, 3)), 1)), "the covariance is not symmetric"),
+        (lambda mu, sigma: (mu, -sigma), "the covariance is not positive semi-definite"),
+    ],
+)
+def test_invalid_statistics_files_name_the_file_and_the_check(tmp_path: Path, corrupt, message: str) -> None:
+    """Before: FD 0.0 for asymmetric or negative-definite Σ, `NaN` in the JSON or a hang for NaN."""
+    x = np.random.default_rng(5).standard_normal((40, 3))
+    mu, sigma = corrupt(x.mean(axis=0), np.cov(x, rowvar=False))
+    path = _write_pytorch_fid(tmp_path / "bad.npz", mu, sigma)
+    with pytest.raises(StatsFileError, match=message) as caught:
+        GaussianStats.load(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_a_loaded_covariance_is_symmetrised(tmp_path: Path) -> None:
+    x = np.random.default_rng(6).standard_normal((40, 3))
+    sigma = np.cov(x, rowvar=False)
+    sigma[0, 1] += 1e-12 * np.abs(sigma).max()  # asymmetric within the 1e-8 tolerance: accepted
+    loaded = GaussianStats.load(_write_pytorch_fid(tmp_path / "almost.npz", x.mean(axis=0), sigma))
+    np.testing.assert_array_equal(loaded.cov, loaded.cov.T)
+    np.testing.assert_allclose(loaded.cov, np.cov(x, rowvar=False), rtol=1e-10)
+
+
+def test_cli_fd_on_a_nan_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    x = np.random.default_rng(7).standard_normal((40, 3))
+    good = _write_pytorch_fid(tmp_path / "good.npz", x.mean(axis=0), np.cov(x, rowvar=False))
+    bad = _write_pytorch_fid(tmp_path / "nan.npz", x.mean(axis=0), np.full((3, 3), np.nan))
+    assert main(["fd", str(good), str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "nan.npz: the covariance has 9 of 9 values that are NaN or infinite" in captured.err
+    assert "Traceback" not in captured.err

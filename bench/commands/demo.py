@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 DEFAULT_OUT = Path("reports") / "demo"
+DEMO_BOOTSTRAP = 100
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--spaces", nargs="+", help="feature spaces (default: every one that can load)")
     parser.add_argument("--regions", nargs="+", help="regions to blur (default: the face regions)")
-    parser.add_argument("--bootstrap", type=int, default=25, help="bootstrap replicates for CIs (default 25)")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEMO_BOOTSTRAP,
+        help=f"bootstrap replicates (default {DEMO_BOOTSTRAP})",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
@@ -71,9 +77,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     output, page = run_and_report("region_blur", config, args.out)
     elapsed = time.perf_counter() - started
-    print(f"\nRegion-blur sensitivity, nFD = FD(X, B_r X) / FD(X, B_All X), {args.count} dcgan-faces images")
-    table = nfd_table(output.results)
-    print(to_markdown(table) if table is not None else "(no nFD values: see the problems below)")
+    print(f"\nRegion-blur sensitivity of {args.count} dcgan-faces images (95 % basic bootstrap intervals)")
+    tables = [nfd_table(output.results, form) for form in ("nfd", "nfd_population")]
+    for table in tables:
+        if table is not None:
+            print(to_markdown(table))
+    if all(table is None for table in tables):
+        print("(no nFD values: see the problems above)")
     cache = output.manifest.get("cache", {})
     print(
         f"\nfinished in {elapsed:.0f} s; feature cache: {cache.get('hits', 0)} chunk results read, "

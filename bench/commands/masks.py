@@ -56,8 +56,8 @@ def run_masks(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from bench.cli import UserError
     from bench.decode import DecodeError
+    from bench.errors import UserError
     from bench.masks import (
         BISENET,
         CELEBAMASK_HQ,

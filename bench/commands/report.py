@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     """Load the run's table and manifest, write the report, print the page's path."""
-    from bench.cli import UserError
+    from bench.errors import UserError
     from bench.reports.manifest import load_manifest
     from bench.reports.results import load_results
     from bench.reports.writer import write_report

@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_spectral(args: argparse.Namespace) -> int:
     """Handler: one call to `bench.spectral.section.spectral_section`, then write results and summary."""
-    from bench.cli import UserError
     from bench.device import resolve_device
+    from bench.errors import UserError
     from bench.reports.results import save_results
     from bench.sources import open_source
     from bench.spectral.profiles import SpectralInputError

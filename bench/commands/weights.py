@@ -46,7 +46,7 @@ def status_rows() -> list[tuple[str, str, str, str]]:
 def match_space(file: Path, space: str | None):
     """The (space name, WeightsFile) a file belongs to: by --space, else by file name, else by sha256."""
     import feature_spaces
-    from bench.cli import UserError
+    from bench.errors import UserError
     from bench.hashing import sha256_file
 
     if space is not None:
@@ -77,7 +77,7 @@ def match_space(file: Path, space: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.cli import UserError
+    from bench.errors import UserError
 
     if args.action == "import":
         if not args.file:

@@ -1,150 +1,112 @@
 """The extraction engine: one decode per image → masks → every variant → every feature space → statistics.
 
-Work is split into chunks of consecutive images. For each (chunk, variant, space) the engine stores the
-feature rows it produced, atomically, in a content-addressed cache keyed by the source manifest, the chunk,
-the variant spec, the space spec hash and the masks' identity. A killed run restarts where it stopped:
-finished chunk files are read back, never recomputed, and give identical results. A file lock per chunk
-lets two runs share one cache without doing the same work twice.
+Work is split into chunks of consecutive images. For each (chunk, variant, space) the engine stores what it
+extracted, atomically, in a content-addressed cache keyed by the source manifest, the chunk, the variant
+spec, the space spec hash and, for region variants, the masks' identity and the region-presence rule. A
+killed run restarts where it stopped: finished chunk entries are read back, never recomputed, and give
+identical results. A file lock per chunk lets two runs share one cache without doing the same work twice.
 
-From the chunk files the engine builds, per cell (variant, space, subset), float64 Gaussian statistics
-merged exactly in chunk order and a seeded feature reservoir. Under `torchrun` each rank takes every
-world-th chunk and the per-rank statistics are gathered and merged, so every rank ends with the same
-numbers a single process would get.
+From the chunk entries the engine builds, per cohort (bench.engine.cohorts) and space, float64 Gaussian
+statistics of every member variant on exactly the same image ids — merged exactly in chunk order — and a
+seeded feature reservoir. Every variant also forms a cohort of its own (all ids it has a feature for),
+which `EngineResult.cell(variant, space)` returns. Under `torchrun` each rank takes every world-th chunk
+and the per-rank accumulators are gathered and merged, so every rank ends with the numbers a single
+process would get.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from bench.cache import ContentCache
 from bench.device import resolve_device
-from bench.engine.chunks import iter_chunk
+from bench.engine.chunk_job import ChunkJob, Pair
+from bench.engine.cohorts import Cell, ChunkFeatures, Cohort, CohortAccumulator, CohortCells, select_members
+from bench.engine.device_jpeg import JPEG_DECODERS
 from bench.engine.distributed import Shard, gather_objects
 from bench.engine.masking import MaskProvider
-from bench.engine.reservoir import Reservoir
-from bench.engine.variants import ALL_IMAGES, Variant
+from bench.engine.variants import Variant
+from bench.errors import UserError
 from bench.hashing import stable_hash
-from bench.masks import region_mask
+from bench.masks import DEFAULT_MIN_REGION_FRACTION
 from bench.sources import ImageSource
-from bench.stats import GaussianStats
 
 LOG = logging.getLogger("fdbench.engine")
-ENGINE_VERSION = 1
-CellKey = tuple[str, str, str]  # (variant name, space name, subset)
+ENGINE_VERSION = 2
 
 
 @dataclass
 class EngineConfig:
-    """How the engine runs: sizes, device, cache, reservoir, progress display and sharding."""
+    """How the engine runs: sizes, device, cache, reservoir, region presence, progress and sharding."""
 
     batch_size: int = 32
     chunk_size: int = 256
     device: str | None = None
     reservoir_size: int = 2000
     reservoir_seed: int = 0
+    min_region_fraction: float = DEFAULT_MIN_REGION_FRACTION
     cache: ContentCache | bool | None = None  # None: default cache; False: no cache
     progress: bool = True
+    progress_label: str = ""  # what the progress bar calls this run's images, e.g. "reference"
     shard: Shard = field(default_factory=Shard.from_environment)
+    # Fast path (bench.engine.loading, feature_spaces.precision): decoding worker processes (None: chosen
+    # per device), the networks' precision (a reduced one only where its recorded check allows; it enters
+    # the cache key through the space's spec) and torch.compile (eager fallback).
+    workers: int | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    # "device": plain JPEGs decoded by torchvision's decode_jpeg on the device (nvjpeg on a GPU), which
+    # enters the cache key; "pil": every file by bench.decode (bench.engine.device_jpeg).
+    jpeg_decoder: str = "pil"
 
-
-@dataclass
-class Cell:
-    """Statistics and reservoir of one (variant, space, subset)."""
-
-    variant: str
-    space: str
-    subset: str
-    stats: GaussianStats | None
-    ids: list[str]
-    features: np.ndarray | None
-
-    @property
-    def n(self) -> int:
-        """Images summarised (0 when none qualified)."""
-        return 0 if self.stats is None or self.stats.n is None else self.stats.n
-
-    @property
-    def reservoir_is_complete(self) -> bool:
-        """True when the reservoir holds every row, so exact feature-based metrics can use it."""
-        return self.features is not None and len(self.ids) == self.n
+    def __post_init__(self) -> None:
+        if self.jpeg_decoder not in JPEG_DECODERS:
+            choices = ", ".join(JPEG_DECODERS)
+            raise UserError(f"jpeg_decoder must be one of {choices}, got {self.jpeg_decoder!r}")
 
 
 @dataclass
 class EngineResult:
-    """Everything a run produced: cells, what was skipped and why, and timings."""
+    """Everything a run produced: cohorts, what was skipped and why, and timings."""
 
-    cells: dict[CellKey, Cell]
+    cohorts: dict[tuple[str, str], CohortCells]
     spaces: dict[str, dict[str, Any]]
     space_errors: dict[str, str]
     decode_skips: list[tuple[str, str]]
-    feature_skips: dict[str, Counter]
+    feature_skips: dict[tuple[str, str], Counter]  # (variant name, space) → reason → count
     images_total: int
+    images_decoded: int
+    unlabelled: list[str]  # decoded ids without a label map (left out of every region variant)
     timings: dict[str, float]
     masks: dict[str, Any] | None
     cache_hits: int = 0
     cache_misses: int = 0
+    cache_damaged: list[tuple[str, str]] = field(default_factory=list)
 
-    def cell(self, variant: str, space: str, subset: str = ALL_IMAGES) -> Cell | None:
-        """The cell for (variant, space, subset), or None when it was not computed."""
-        return self.cells.get((variant, space, subset))
+    def cohort(self, cohort: Cohort | str, space: str) -> CohortCells | None:
+        """A cohort's cells in one space, or None when that space did not run."""
+        name = cohort.name if isinstance(cohort, Cohort) else cohort
+        return self.cohorts.get((name, space))
 
-
-def _default_cache(cache: ContentCache | bool | None) -> ContentCache | None:
-    if cache is False:
-        return None
-    if cache is None or cache is True:
-        return ContentCache("engine")
-    return cache
-
-
-def _load_spaces(
-    names: Sequence[str], device: torch.device
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, str]]:
-    """Load every space that can load; record why the others cannot (the run goes on without them)."""
-    import feature_spaces
-
-    extractors: dict[str, Any] = {}
-    described: dict[str, dict[str, Any]] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        try:
-            space = feature_spaces.get(name)
-            extractors[name] = space.load(device)
-            described[name] = {"spec_hash": space.spec_hash, "dim": space.spec.dim}
-        except Exception as error:  # a space that cannot load is reported, never fatal
-            errors[name] = f"{type(error).__name__}: {error}"
-            LOG.warning("space %s could not load: %s", name, errors[name])
-    return extractors, described, errors
+    def cell(self, variant: Variant | str, space: str) -> Cell | None:
+        """The cell of every id `variant` has a feature for in `space`, or None."""
+        name = variant.name if isinstance(variant, Variant) else variant
+        cells = self.cohorts.get((_own_cohort_name(name), space))
+        return None if cells is None else next(iter(cells.cells.values()))
 
 
-def _membership(
-    variant: Variant,
-    labels: torch.Tensor | None,
-    has_labels: torch.Tensor | None,
-    convention: Any,
-    count: int,
-) -> np.ndarray:
-    """Bool (count × subsets): which images of a batch belong to each subset of the variant."""
-    columns = []
-    for subset in variant.subsets:
-        if subset in (ALL_IMAGES, "All"):
-            columns.append(np.ones(count, dtype=bool))
-            continue
-        assert labels is not None and has_labels is not None
-        present = region_mask(labels, convention, subset).flatten(1).any(dim=1) & has_labels
-        columns.append(present.cpu().numpy())
-    return np.stack(columns, axis=1)
+def _own_cohort_name(variant_name: str) -> str:
+    return f"variant:{variant_name}"
 
 
 def run_engine(
@@ -153,19 +115,17 @@ def run_engine(
     spaces: Sequence[str],
     masks: MaskProvider | None = None,
     config: EngineConfig | None = None,
+    cohorts: Sequence[Cohort] = (),
 ) -> EngineResult:
-    """Extract features of every variant of every image in every space; return per-cell statistics."""
+    """Extract features of every variant of every image in every space; return per-cohort statistics."""
     config = config or EngineConfig()
-    names = [variant.name for variant in variants]
-    if len(set(names)) != len(names):
-        raise ValueError(f"variant names must be unique, got {names}")
-    if masks is None and any(variant.needs_masks for variant in variants):
-        needing = [variant.name for variant in variants if variant.needs_masks]
-        raise ValueError(f"variants {needing} select regions but no mask provider was given")
+    variants = _check_variants(variants, cohorts, masks)
+    all_cohorts = [Cohort.of(_own_cohort_name(v.name), v) for v in variants] + list(cohorts)
     device = resolve_device(config.device)
     cache = _default_cache(config.cache)
     started = time.perf_counter()
-    extractors, described, space_errors = _load_spaces(spaces, device)
+    extractors = LoadedSpaces(spaces, device, config.precision, config.compile)
+    described, space_errors = extractors.described, extractors.errors
     timings: dict[str, float] = {"load_spaces": time.perf_counter() - started}
     mask_identity = masks.identity() if masks is not None else None
     source_hash = source.manifest_hash()
@@ -173,7 +133,11 @@ def run_engine(
     chunk_count = (total + config.chunk_size - 1) // config.chunk_size
     my_chunks = config.shard.chunks(chunk_count)
 
-    def cell_file_key(chunk: int, variant: Variant, space: str) -> str:
+    # decode_jpeg on a CPU is libjpeg-turbo, as PIL: the same pixels; nvjpeg's may differ by a grey level
+    device_decodes_differently = config.jpeg_decoder == "device" and device.type != "cpu"
+
+    def entry_key(chunk: int, variant: Variant, space: str) -> str:
+        region_rule = {"masks": mask_identity, "min_region_fraction": config.min_region_fraction}
         return stable_hash(
             {
                 "engine": ENGINE_VERSION,
@@ -182,27 +146,34 @@ def run_engine(
                 "chunk_size": config.chunk_size,
                 "variant": variant.spec(),
                 "space": described[space]["spec_hash"],
-                "masks": mask_identity if variant.needs_masks else None,
+                "regions": region_rule if variant.needs_masks else None,
+                **({"jpeg_decoder": f"device:{device.type}"} if device_decodes_differently else {}),
             },
             length=32,
         )
 
-    accumulators = _Accumulators(config.reservoir_size, config.reservoir_seed)
+    accumulators = {
+        (cohort.name, space): CohortAccumulator(
+            cohort, space, extractors.dim(space), config.reservoir_size, config.reservoir_seed
+        )
+        for cohort in all_cohorts
+        for space in extractors
+    }
     # Entries refused while listing the source (bad extension, symlink loop, unsafe zip path) come first.
     decode_skips: list[tuple[str, str]] = list(source.scan_skips()) if config.shard.rank == 0 else []
-    feature_skips: dict[str, Counter] = {space: Counter() for space in extractors}
-    hits = misses = 0
-    my_images = sum(
-        min(total, (chunk + 1) * config.chunk_size) - chunk * config.chunk_size for chunk in my_chunks
-    )
-    progress = _progress(config.progress and config.shard.rank == 0, my_images, variants)
-    job = _ChunkJob(source, variants, extractors, masks, config, device, progress, timings, cache)
+    feature_skips: dict[tuple[str, str], Counter] = {}
+    unlabelled: set[str] = set()
+    decoded_count = hits = misses = 0
+    my_images = sum(min(total, (c + 1) * config.chunk_size) - c * config.chunk_size for c in my_chunks)
+    progress = _progress(config, my_images, variants)
+    job = ChunkJob(
+        source, variants, extractors, masks, config.batch_size, config.min_region_fraction, device, progress,
+        timings, cache, config.workers, config.jpeg_decoder,
+    )  # fmt: skip
     for chunk in my_chunks:
         start, stop = chunk * config.chunk_size, min(total, (chunk + 1) * config.chunk_size)
         keys = {
-            (variant.name, space): cell_file_key(chunk, variant, space)
-            for variant in variants
-            for space in extractors
+            (variant, space): entry_key(chunk, variant, space) for variant in variants for space in extractors
         }
         stored = _read_cached(cache, keys)
         if len(stored) < len(keys):
@@ -213,230 +184,205 @@ def run_engine(
                     stored.update(job.compute(start, stop, keys, stored))
         else:
             progress.update((stop - start) * len(variants))
-        computed_now = {pair for pair, payload in stored.items() if payload.get("fresh")}
-        hits += len(stored) - len(computed_now)
-        misses += len(computed_now)
-        chunk_skips = _decode_skips_of(stored)
-        decode_skips.extend(chunk_skips)
-        for (variant_name, space), payload in stored.items():
-            feature_skips[space].update(json.loads(str(payload["feature_skips"])))
-            variant = next(v for v in variants if v.name == variant_name)
-            accumulators.add(chunk, variant, space, payload)
+        fresh = sum(1 for payload in stored.values() if payload.get("fresh"))
+        hits, misses = hits + len(stored) - fresh, misses + fresh
+        if stored:
+            any_payload = next(iter(stored.values()))
+            decode_skips.extend(tuple(item) for item in json.loads(str(any_payload["decode_skips"])))
+            decoded_count += len(any_payload["decoded"])
+        for (variant, space), payload in stored.items():
+            counts = json.loads(str(payload["feature_skips"]))
+            if counts:
+                feature_skips.setdefault((variant.name, space), Counter()).update(counts)
+            if variant.needs_masks:
+                unlabelled.update(set(map(str, payload["decoded"])) - set(map(str, payload["labelled"])))
+        _accumulate_chunk(stored, all_cohorts, extractors, accumulators)
+    job.close()
     progress.close()
     timings["total"] = time.perf_counter() - started
-    cells = accumulators.finish(config.shard)
     if config.shard.world > 1:
+        accumulators = _merge_across_ranks(accumulators)
         decode_skips = sorted({tuple(item) for part in gather_objects(decode_skips) for item in part})
     return EngineResult(
-        cells=cells,
+        cohorts={key: accumulator.finish() for key, accumulator in accumulators.items()},
         spaces=described,
         space_errors=space_errors,
         decode_skips=decode_skips,
-        feature_skips={space: counter for space, counter in feature_skips.items() if counter},
+        feature_skips=feature_skips,
         images_total=total,
+        images_decoded=decoded_count,
+        unlabelled=sorted(unlabelled),
         timings=timings,
         masks=mask_identity,
         cache_hits=hits,
         cache_misses=misses,
+        cache_damaged=list(getattr(cache, "damaged", []) or []),
     )
 
 
-def _read_cached(cache: ContentCache | None, keys: dict[tuple[str, str], str]) -> dict[tuple[str, str], dict]:
+def _check_variants(
+    variants: Sequence[Variant], cohorts: Sequence[Cohort], masks: MaskProvider | None
+) -> list[Variant]:
+    """Variants without duplicates (one spec computed once), every cohort's variants among them."""
+    unique = list(dict.fromkeys(variants))
+    names = [variant.name for variant in unique]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique, got {names}")
+    if masks is None and any(variant.needs_masks for variant in unique):
+        needing = [variant.name for variant in unique if variant.needs_masks]
+        raise ValueError(f"variants {needing} select regions but no mask provider was given")
+    cohort_names = [cohort.name for cohort in cohorts]
+    if len(set(cohort_names)) != len(cohort_names):
+        raise ValueError(f"cohort names must be unique, got {cohort_names}")
+    for cohort in cohorts:
+        absent = [variant.name for variant in cohort.variants() if variant not in unique]
+        if absent:
+            raise ValueError(
+                f"cohort {cohort.name!r} reads variant(s) {absent} that the run does not compute"
+            )
+    return unique
+
+
+def _accumulate_chunk(
+    stored: dict[Pair, dict],
+    cohorts: Sequence[Cohort],
+    extractors: dict[str, Any],
+    accumulators: dict[tuple[str, str], CohortAccumulator],
+) -> None:
+    """Fold one chunk's payloads into every cohort of every space."""
+    for space in extractors:
+        parts = {
+            variant: ChunkFeatures(
+                applied=[str(i) for i in payload["applied"]],
+                labelled=[str(i) for i in payload["labelled"]],
+                ids=[str(i) for i in payload["ids"]],
+                features=payload["features"],
+            )
+            for (variant, name), payload in stored.items()
+            if name == space
+        }
+        if not parts:
+            continue
+        order = [str(i) for i in next(p for (v, name), p in stored.items() if name == space)["decoded"]]
+        for cohort in cohorts:
+            ids, rows, lost = select_members(cohort, parts, order)
+            accumulators[(cohort.name, space)].add(ids, rows, lost)
+
+
+def _default_cache(cache: ContentCache | bool | None) -> ContentCache | None:
+    if cache is False:
+        return None
+    if cache is None or cache is True:
+        return ContentCache("engine")
+    return cache
+
+
+class LoadedSpaces(Mapping[str, Any]):
+    """The run's extractors by space name, each loaded only when a chunk needs computing.
+
+    A run served wholly from the cache never loads a model. With float32 and no compile a space's cache
+    identity is its registered spec, known without loading; other settings change the spec, so those
+    spaces are loaded up front. A space that cannot load here is reported and left out of the run.
+    """
+
+    def __init__(self, names: Sequence[str], device: torch.device, precision: str, compile: bool) -> None:
+        import feature_spaces
+
+        self.device, self.precision, self.compile = device, precision, compile
+        self.described: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, str] = {}
+        self._loaded: dict[str, Any] = {}
+        self._dims: dict[str, int] = {}
+        for name in names:
+            try:
+                space = feature_spaces.get(name)
+                available = space.availability()
+                if not available.ok:
+                    raise RuntimeError(available.reason)
+                self._dims[name] = space.spec.dim
+                self.described[name] = {"spec_hash": space.spec_hash, "dim": space.spec.dim}
+                if precision != "fp32" or compile:
+                    self._load(name)
+            except Exception as error:  # a space that cannot load is reported, never fatal
+                self._fail(name, error)
+
+    def _load(self, name: str) -> Any:
+        import feature_spaces
+        from feature_spaces.precision import configure
+
+        extractor, numerics = configure(
+            feature_spaces.get(name).load(self.device), self.precision, self.compile
+        )
+        self._loaded[name] = extractor
+        self.described[name]["spec_hash"] = extractor.spec.spec_hash
+        if numerics != "float32":
+            self.described[name]["numerics"] = numerics
+        return extractor
+
+    def _fail(self, name: str, error: Exception) -> None:
+        self.errors[name] = f"{type(error).__name__}: {error}"
+        self.described.pop(name, None)
+        self._dims.pop(name, None)
+        LOG.warning("space %s could not load: %s", name, self.errors[name])
+
+    def dim(self, name: str) -> int:
+        """Feature dimension, from the spec (no loading)."""
+        return self._dims[name]
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._loaded:
+            return self._loaded[name]
+        if name not in self._dims:
+            raise KeyError(name)
+        try:
+            return self._load(name)
+        except Exception as error:
+            raise RuntimeError(
+                f"feature space {name} could not load: {type(error).__name__}: {error}"
+            ) from error
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dims)
+
+    def __len__(self) -> int:
+        return len(self._dims)
+
+
+def _read_cached(cache: ContentCache | None, keys: dict[Pair, str]) -> dict[Pair, dict]:
     if cache is None:
         return {}
     found = {}
     for pair, key in keys.items():
         payload = cache.load(key)
-        if payload is not None:
+        if payload is not None and "decoded" in payload:
             found[pair] = payload
     return found
 
 
-def _decode_skips_of(stored: dict[tuple[str, str], dict]) -> list[tuple[str, str]]:
-    for payload in stored.values():
-        return [tuple(item) for item in json.loads(str(payload["decode_skips"]))]
-    return []
-
-
-@dataclass
-class _ChunkJob:
-    """What computing any chunk needs: the source, variants, loaded spaces, masks and run settings."""
-
-    source: ImageSource
-    variants: Sequence[Variant]
-    extractors: dict[str, Any]
-    masks: MaskProvider | None
-    config: EngineConfig
-    device: torch.device
-    progress: Any
-    timings: dict[str, float]
-    cache: ContentCache | None
-
-    def compute(
-        self, start: int, stop: int, keys: dict[tuple[str, str], str], stored: dict[tuple[str, str], dict]
-    ) -> dict[tuple[str, str], dict]:
-        """Decode images start … stop − 1 once; run and save each (variant, space) missing from `stored`."""
-        source, variants, extractors, masks = self.source, self.variants, self.extractors, self.masks
-        config, device, progress, timings, cache = (
-            self.config,
-            self.device,
-            self.progress,
-            self.timings,
-            self.cache,
-        )
-        missing = [pair for pair in keys if pair not in stored]
-        buffers: dict[tuple[str, str], dict[str, list]] = {
-            pair: {"ids": [], "features": [], "membership": []} for pair in missing
-        }
-        skip_counts: dict[tuple[str, str], Counter] = {pair: Counter() for pair in missing}
-        decode_skips: list[tuple[str, str]] = []
-        needs_masks = masks is not None and any(v.needs_masks for v in variants)
-        for batch in iter_chunk(source, start, stop, config.batch_size, decode_skips):
-            images = batch.images.to(device)
-            labels = has_labels = None
-            if needs_masks:
-                tic = time.perf_counter()
-                labels, has_labels = masks.labels(batch.ids, images)
-                timings["masks"] = timings.get("masks", 0.0) + time.perf_counter() - tic
-            for variant in variants:
-                wanted = [space for space in extractors if (variant.name, space) in buffers]
-                if not wanted:
-                    progress.update(len(batch.ids))
-                    continue
-                tic = time.perf_counter()
-                perturbed = images
-                if variant.perturbation is not None:
-                    region = None
-                    if variant.region not in (None, "All"):
-                        region = (
-                            region_mask(labels, masks.convention, variant.region) & has_labels[:, None, None]
-                        )
-                    perturbed = variant.perturbation(images, region, offset=batch.offset)
-                timings["perturb"] = timings.get("perturb", 0.0) + time.perf_counter() - tic
-                membership = _membership(
-                    variant, labels, has_labels, masks.convention if masks else None, len(batch.ids)
-                )
-                # Only images in at least one kept subset are worth extracting (a region blur of an image
-                # without that region is never summarised).
-                eligible = membership.any(axis=1)
-                if not eligible.any():
-                    progress.update(len(batch.ids))
-                    continue
-                chosen = (
-                    perturbed
-                    if eligible.all()
-                    else perturbed[torch.from_numpy(eligible).to(perturbed.device)]
-                )
-                chosen_ids = [image_id for image_id, keep in zip(batch.ids, eligible, strict=True) if keep]
-                for space in wanted:
-                    tic = time.perf_counter()
-                    with torch.no_grad():
-                        features = extractors[space](chosen).float().cpu().numpy()
-                    timings[f"space:{space}"] = timings.get(f"space:{space}", 0.0) + time.perf_counter() - tic
-                    good = np.isfinite(features).all(axis=1)
-                    if not good.all():
-                        reason = _plain_reason(getattr(extractors[space], "skip_reason", None))
-                        skip_counts[(variant.name, space)][reason] += int((~good).sum())
-                    buffer = buffers[(variant.name, space)]
-                    buffer["ids"].extend(
-                        image_id for image_id, ok in zip(chosen_ids, good, strict=True) if ok
-                    )
-                    buffer["features"].append(features[good])
-                    buffer["membership"].append(membership[eligible][good])
-                progress.update(len(batch.ids))
-        results: dict[tuple[str, str], dict] = {}
-        for pair in missing:
-            buffer = buffers[pair]
-            variant = next(v for v in variants if v.name == pair[0])
-            dim = extractors[pair[1]].dim
-            payload = {
-                "ids": np.array(buffer["ids"], dtype=str),
-                "features": np.concatenate(buffer["features"])
-                if buffer["features"]
-                else np.zeros((0, dim), np.float32),
-                "membership": np.concatenate(buffer["membership"])
-                if buffer["membership"]
-                else np.zeros((0, len(variant.subsets)), dtype=bool),
-                "decode_skips": np.array(json.dumps(decode_skips)),
-                "feature_skips": np.array(json.dumps(dict(skip_counts[pair]))),
-            }
-            if cache is not None:
-                cache.save(keys[pair], payload)
-            results[pair] = {**payload, "fresh": True}
-        return results
-
-
-def _plain_reason(reason: str | None) -> str:
-    """An extractor's skip reason without its per-batch count ("3 image(s) skipped: no face" → "no face")."""
-    if not reason:
-        return "non-finite features"
-    return re.sub(r"^\d+ image\(s\) skipped: ", "", reason)
-
-
-class _Accumulators:
-    """Per-cell running statistics (merged in chunk order) and reservoirs."""
-
-    def __init__(self, reservoir_size: int, reservoir_seed: int) -> None:
-        self.stats: dict[CellKey, GaussianStats] = {}
-        self.reservoirs: dict[CellKey, Reservoir] = {}
-        self.reservoir_size, self.reservoir_seed = reservoir_size, reservoir_seed
-
-    def add(self, chunk: int, variant: Variant, space: str, payload: dict) -> None:
-        features = np.asarray(payload["features"])
-        ids = [str(image_id) for image_id in payload["ids"]]
-        membership = np.asarray(payload["membership"], dtype=bool).reshape(len(ids), len(variant.subsets))
-        for column, subset in enumerate(variant.subsets):
-            key = (variant.name, space, subset)
-            rows = membership[:, column]
-            part = (
-                GaussianStats.from_features(features[rows])
-                if rows.any()
-                else GaussianStats.empty(features.shape[1])
-            )
-            self.stats[key] = self.stats[key].merge(part) if key in self.stats else part
-            reservoir = self.reservoirs.setdefault(key, Reservoir(self.reservoir_size, self.reservoir_seed))
-            reservoir.offer([i for i, keep in zip(ids, rows, strict=True) if keep], features[rows])
-
-    def finish(self, shard: Shard) -> dict[CellKey, Cell]:
-        stats, reservoirs = self.stats, self.reservoirs
-        if shard.world > 1:
-            stats, reservoirs = _merge_across_ranks(
-                stats, reservoirs, self.reservoir_size, self.reservoir_seed
-            )
-        cells = {}
-        for key, cell_stats in stats.items():
-            ids, features = reservoirs[key].ordered()
-            cells[key] = Cell(*key, stats=cell_stats if cell_stats.n else None, ids=ids, features=features)
-        return cells
-
-
 def _merge_across_ranks(
-    stats: dict[CellKey, GaussianStats], reservoirs: dict[CellKey, Reservoir], size: int, seed: int
-) -> tuple[dict[CellKey, GaussianStats], dict[CellKey, Reservoir]]:
-    """All-gather every rank's partial statistics and reservoirs; merge them in rank order."""
-    parts = gather_objects(
-        {key: (s.n, s.mean, s.m2, reservoirs[key].ids, reservoirs[key].features) for key, s in stats.items()}
-    )
-    merged_stats: dict[CellKey, GaussianStats] = {}
-    merged_reservoirs: dict[CellKey, Reservoir] = {}
-    for part in parts:
-        for key, (n, mean, m2, ids, features) in part.items():
-            piece = GaussianStats(n=n, mean=mean, m2=m2)
-            merged_stats[key] = merged_stats[key].merge(piece) if key in merged_stats else piece
-            reservoir = merged_reservoirs.setdefault(key, Reservoir(size, seed))
-            if features is not None:
-                reservoir.offer(ids, features)
-    return merged_stats, merged_reservoirs
+    accumulators: dict[tuple[str, str], CohortAccumulator],
+) -> dict[tuple[str, str], CohortAccumulator]:
+    """All-gather every rank's accumulators; merge them in rank order (every rank gets the same result)."""
+    parts = gather_objects({key: (acc.stats, acc.reservoirs, acc.lost) for key, acc in accumulators.items()})
+    merged = {}
+    for key, mine in accumulators.items():
+        total = dataclasses.replace(mine, stats=[], reservoirs=[], lost=0)
+        for part in parts:
+            stats, reservoirs, lost = part[key]
+            total.merge(dataclasses.replace(mine, stats=stats, reservoirs=reservoirs, lost=lost))
+        merged[key] = total
+    return merged
 
 
-def _progress(enabled: bool, images: int, variants: Sequence[Variant]) -> Any:
+def _progress(config: EngineConfig, images: int, variants: Sequence[Variant]) -> Any:
     """A tqdm bar over image-variant passes (shows images/s and ETA), or a silent stand-in."""
     from tqdm.auto import tqdm
 
+    label = f"{config.progress_label}: " if config.progress_label else ""
     return tqdm(
         total=images * len(variants),
-        disable=not enabled,
+        disable=not (config.progress and config.shard.rank == 0),
         unit="img",
-        desc=f"extracting ({len(variants)} variants)",
+        desc=f"{label}extracting ({len(variants)} variants)",
         smoothing=0.1,
     )

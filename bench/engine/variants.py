@@ -1,9 +1,10 @@
 """Variants: the ways a run presents each image to the feature spaces (clean or perturbed).
 
-A variant names a perturbation (None for the clean images), the region whose mask the perturbation gets,
-and the image subsets whose statistics are kept. A subset is a region name (only images whose mask holds
-that region count) or "all". The clean variant of a region-blur run keeps one subset per region, so each
-region's FD compares the same images before and after the blur.
+A variant is a typed record: a perturbation (None for the clean images), the face region it acts on, and
+the sweep level it stands for. Its identity is its spec (perturbation spec, region, level), never its
+display name, so experiments look cells up by the Variant object they built. A variant whose region is a
+face region is applied only to the images in which that region is present (see `bench.masks`); the
+others are left unchanged and are not extracted again.
 """
 
 from __future__ import annotations
@@ -14,38 +15,49 @@ from typing import Any
 from bench.hashing import stable_hash
 from bench.perturbations import Perturbation
 
-ALL_IMAGES = "all"
+WHOLE_IMAGE = "All"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Variant:
-    """One presentation of the images: a perturbation (or none), its mask region, and subsets kept."""
+    """One presentation of the images: a perturbation (or none), the region it acts on, a sweep level.
+
+    `name` is a display label that must be unique within a run (it names cache entries and log lines).
+    """
 
     name: str
     perturbation: Perturbation | None = None
-    region: str | None = None
-    subsets: tuple[str, ...] = (ALL_IMAGES,)
+    region: str = WHOLE_IMAGE
+    level: float | None = None
 
-    def __post_init__(self) -> None:
-        if not self.subsets:
-            raise ValueError(f"variant {self.name!r} keeps no subsets; give at least ('all',)")
+    @property
+    def is_clean(self) -> bool:
+        """True for the unperturbed images."""
+        return self.perturbation is None
 
     @property
     def needs_masks(self) -> bool:
-        """True when the perturbation uses a region mask or a subset selects images by region."""
-        uses_region = self.region is not None and self.region != "All"
-        return uses_region or any(subset not in (ALL_IMAGES, "All") for subset in self.subsets)
+        """True when the variant acts on a face region (its images are chosen and masked by region)."""
+        return self.region != WHOLE_IMAGE
 
     def spec(self) -> dict[str, Any]:
-        """What identifies this variant's pixels and subsets (part of every cache key)."""
+        """What identifies this variant's pixels (part of every cache key)."""
         return {
-            "name": self.name,
             "perturbation": None if self.perturbation is None else self.perturbation.spec(),
             "region": self.region,
-            "subsets": list(self.subsets),
+            "level": self.level,
         }
 
     @property
     def key(self) -> str:
         """Short stable hash of `spec()`."""
         return stable_hash(self.spec())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Variant) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+CLEAN = Variant("clean")

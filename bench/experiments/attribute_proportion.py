@@ -14,9 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.engine import ALL_IMAGES, Variant, run_engine
-from bench.experiments.common import EngineSettings, ResultRow, engine_config, results_frame
-from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
+from bench.engine import CLEAN, run_engine
+from bench.experiments.common import (
+    EngineSettings,
+    ExperimentOutput,
+    ResultRow,
+    engine_config,
+    engine_notes,
+    results_frame,
+)
+from bench.experiments.region_blur import OFFLINE_SPACES
 from bench.experiments.runner import register_experiment
 from bench.metrics import frechet_distance
 from bench.parallel import map_small_linalg
@@ -55,12 +62,12 @@ def run_attribute_proportion(config: AttributeProportionConfig) -> ExperimentOut
         raise FileNotFoundError(f"no cf_<attribute>/ folders in {root}")
     notes: list[str] = []
     settings = engine_config(config)
-    clean = [Variant("clean", None, None, (ALL_IMAGES,))]
+    clean = [CLEAN]
     base = FolderSource(root / "base")
     base_result = run_engine(base, clean, config.spaces, None, settings)
     notes.extend(engine_notes(base_result))
     skipped = list(base_result.decode_skips)
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     manifest: dict[str, Any] = {"sources": {"base": base.manifest_hash()}}
     for attribute in attributes:
         folder = root / f"cf_{attribute}"
@@ -76,15 +83,19 @@ def run_attribute_proportion(config: AttributeProportionConfig) -> ExperimentOut
             base_cell, cf_cell = base_result.cell("clean", space), cf_result.cell("clean", space)
             if base_cell is None or cf_cell is None or base_cell.features is None or cf_cell.features is None:
                 continue
-            rows.extend(_curve_rows(config, attribute, space, base_cell, cf_cell, notes))
+            listed = len({_pair_key(i) for i in base.ids()} & {_pair_key(i) for i in counterfactual.ids()})
+            rows.extend(_curve_rows(config, attribute, space, base_cell, cf_cell, listed, notes))
     manifest["config"] = asdict(config)
     return ExperimentOutput(results_frame(rows), notes, manifest, skipped_files=skipped)
 
 
-def _curve_rows(config, attribute, space, base_cell, cf_cell, notes) -> list[dict[str, Any]]:
+def _curve_rows(config, attribute, space, base_cell, cf_cell, listed: int, notes) -> list[ResultRow]:
+    """FD(Δ) mean ± std over draws; `listed` pairs match by file name, those without a feature on both
+    sides (a face space finding no face in one of the pair) are counted as lost."""
     base_rows = {_pair_key(i): k for k, i in enumerate(base_cell.ids)}
     cf_rows = {_pair_key(i): k for k, i in enumerate(cf_cell.ids)}
     keys = sorted(set(base_rows) & set(cf_rows))
+    lost = max(0, listed - len(keys))
     if len(keys) < 4:
         notes.append(
             f"attribute {attribute}, space {space}: only {len(keys)} matched pairs; needs 4, skipped"
@@ -142,6 +153,7 @@ def _curve_rows(config, attribute, space, base_cell, cf_cell, notes) -> list[dic
                     level=float(delta),
                     mean=mean,
                     std=std,
+                    lost=lost,
                 )
             )
     return rows

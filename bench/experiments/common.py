@@ -6,13 +6,15 @@ import dataclasses
 import math
 import types
 import typing
+from collections import Counter
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 import tomllib
 
-from bench.engine import Cell, EngineConfig
+from bench.engine import Cell, EngineConfig, EngineResult
 from bench.metrics import FrechetResult, frechet_distance
 from bench.metrics.bootstrap import BootstrapEstimate
 from bench.schema import COLUMNS, DIAGNOSTICS_SEPARATOR
@@ -132,10 +134,15 @@ class ResultRow:
         """This row with a bootstrap interval, bias and its diagnostics (unchanged when None)."""
         if estimate is None:
             return self
+        low, high = estimate.interval.low, estimate.interval.high
+        if estimate.interval.method != "none" and math.isfinite(self.value):
+            # The row's value may come from another FD path than the bootstrap's own estimate (the exact
+            # low-rank one, say) and differ from it in the last bits: the interval must still hold it.
+            low, high = min(low, self.value), max(high, self.value)
         return dataclasses.replace(
             self,
-            ci_low=estimate.interval.low,
-            ci_high=estimate.interval.high,
+            ci_low=low,
+            ci_high=high,
             ci_method=estimate.interval.label if estimate.interval.method != "none" else "",
             bias=estimate.bias,
             std=estimate.std,
@@ -159,7 +166,57 @@ def fd_between_cells(first: Cell, second: Cell) -> FrechetResult:
     """FD between two cells: from their features when both reservoirs are complete (exact low-rank path
     when n < d), else from their streaming statistics."""
     if first.stats is None or second.stats is None:
-        raise FeatureError(f"no images in {first.variant}/{first.subset} or {second.variant}/{second.subset}")
+        raise FeatureError(f"no images in {first.variant.name} or {second.variant.name} ({first.space})")
     if first.reservoir_is_complete and second.reservoir_is_complete:
         return frechet_distance(first.features, second.features)
     return frechet_distance(first.stats, second.stats)
+
+
+def fd_diagnostics(result: FrechetResult) -> tuple[str, ...]:
+    """An FD's diagnostics as short phrases for the results table (n ≤ d, clamped mass, warnings)."""
+    return tuple(result.notes())
+
+
+@dataclasses.dataclass
+class SamplePanel:
+    """One picture of the report's sample strip: a caption and an H×W×3 uint8 image."""
+
+    caption: str
+    image: np.ndarray
+
+
+@dataclasses.dataclass
+class ExperimentOutput:
+    """A tidy results table, problems found on the way, what the manifest should record, and pictures."""
+
+    results: pd.DataFrame
+    notes: list[str]
+    manifest: dict[str, Any]
+    engine: EngineResult | None = None
+    skipped_files: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (file, reason)
+    samples: list[list[SamplePanel]] = dataclasses.field(default_factory=list)  # one list per image
+
+
+def engine_notes(result: EngineResult) -> list[str]:
+    """Problems the engine met, as report lines: spaces that failed, undecodable files, images without
+    features (per variant and space), damaged cache entries."""
+    notes = [
+        f"space {space} could not load and was left out: {reason}"
+        for space, reason in result.space_errors.items()
+    ]
+    if result.decode_skips:
+        reasons = Counter(reason for _, reason in result.decode_skips)
+        detail = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+        notes.append(f"{len(result.decode_skips)} files were skipped while decoding ({detail})")
+    for (variant, space), counter in sorted(result.feature_skips.items()):
+        for reason, count in sorted(counter.items()):
+            what = "clean images" if variant == "clean" else f"images in variant {variant}"
+            consequence = (
+                "left out of every value" if variant == "clean" else "lost from that variant's values"
+            )
+            notes.append(f"space {space}: {count} {what} gave no features ({reason}); {consequence}")
+    if result.cache_damaged:
+        notes.append(
+            f"{len(result.cache_damaged)} damaged feature-cache entries were discarded and recomputed"
+        )
+    return notes

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.experiments.common import ConfigError, config_from_dict
-from bench.experiments.region_blur import ExperimentOutput, RegionBlurConfig, run_region_blur
+from bench.experiments.common import ConfigError, ExperimentOutput, config_from_dict
+from bench.experiments.region_blur import RegionBlurConfig, run_region_blur
 
 LOG = logging.getLogger("fdbench.run")
 EXPERIMENTS: dict[str, tuple[type, Any]] = {
@@ -24,7 +24,14 @@ def register_experiment(name: str, config_type: type, runner: Any) -> None:
 
 def _ensure_all_registered() -> None:
     # Imported for their register_experiment side effect; each module is one experiment.
-    from bench.experiments import attribute_proportion, generator_comparison, style_probe  # noqa: F401
+    from bench.experiments import (  # noqa: F401
+        attribute_proportion,
+        class_resampling,
+        generator_comparison,
+        severity_sweep,
+        style_probe,
+    )
+    from bench.probes import magicmix, semantic_attack  # noqa: F401
 
 
 def experiment_config(kind: str, settings: dict[str, Any], where: str = "config") -> Any:
@@ -113,6 +120,8 @@ def write_run(
     import pandas as pd
 
     from bench.reports import build_manifest, write_report
+    from bench.reports.samples import sample_strip_section
+    from bench.sensitivity.report import agreement_section
 
     settings = asdict(config)
     manifest = build_manifest(
@@ -126,10 +135,17 @@ def write_run(
         extra={key: value for key, value in output.manifest.items() if key not in ("timings", "config")},
     )
     results, sections = output.results, []
+    strip = sample_strip_section(output.samples)
+    if strip is not None:
+        sections.append(strip)
+    agreement = agreement_section(results)
+    if agreement is not None:
+        sections.append(agreement)
     if spectral is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         rows, section = spectral_report_section(spectral, Path(out_dir), settings.get("device"))
-        results, sections = pd.concat([results, rows], ignore_index=True), [section]
+        results = pd.concat([results, rows], ignore_index=True)
+        sections.append(section)
     title = f"fdbench {kind.replace('_', ' ')}"
     page = write_report(results, manifest, out_dir, extra_sections=sections, title=title)
     write_run_log(output, Path(out_dir) / "run.log")

@@ -8,15 +8,25 @@ space's distance responds to style alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from bench.device import resolve_device
-from bench.engine import ALL_IMAGES, Variant, run_engine
-from bench.experiments.common import EngineSettings, ResultRow, engine_config, fd_between_cells, results_frame
-from bench.experiments.region_blur import OFFLINE_SPACES, ExperimentOutput, engine_notes
+from bench.engine import CLEAN, Cohort, Variant, run_engine
+from bench.experiments.common import (
+    EngineSettings,
+    ExperimentOutput,
+    ResultRow,
+    engine_config,
+    engine_notes,
+    fd_between_cells,
+    fd_diagnostics,
+    results_frame,
+)
+from bench.experiments.region_blur import OFFLINE_SPACES
 from bench.experiments.runner import register_experiment
 from bench.metrics import frechet_distance
 from bench.perturbations import AdaINColor, channel_mean_std, feature_adain
@@ -70,37 +80,39 @@ def run_style_probe(config: StyleProbeConfig) -> ExperimentOutput:
 
 def _pixel_probe(config: StyleProbeConfig, source: ImageSource) -> ExperimentOutput:
     style = _style_images(config)
-    variants = [Variant("clean", None, None, (ALL_IMAGES,))]
-    for alpha in config.alphas:
-        perturbation = AdaINColor.from_reference(style, alpha=alpha)
-        variants.append(Variant(f"adain={alpha:g}", perturbation, None, (ALL_IMAGES,)))
-    if 1.0 not in config.alphas:
-        variants.append(Variant("adain=1", AdaINColor.from_reference(style, alpha=1.0), None, (ALL_IMAGES,)))
-    result = run_engine(source, variants, config.spaces, None, engine_config(config))
+    by_alpha = {
+        alpha: Variant(f"adain={alpha:g}", AdaINColor.from_reference(style, alpha=alpha))
+        for alpha in dict.fromkeys([*config.alphas, 1.0])
+    }
+    # One cohort: every α and the reference α = 1 on the same ids (a face space may lose some).
+    cohort = Cohort.of("style", CLEAN, *by_alpha.values())
+    result = run_engine(
+        source, [CLEAN, *by_alpha.values()], config.spaces, None, engine_config(config), [cohort]
+    )
     notes = engine_notes(result)
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     for space in config.spaces:
-        clean, full = result.cell("clean", space), result.cell("adain=1", space)
-        cells = [result.cell(f"adain={alpha:g}", space) for alpha in config.alphas]
-        if any(cell is None or cell.n < 2 for cell in [clean, full, *cells]):
-            notes.append(f"space {space}: fewer than 2 images with features in some α set; no ratio computed")
+        cells = result.cohort(cohort, space)
+        if cells is None or cells.n < 2:
+            notes.append(
+                f"space {space}: fewer than 2 images with features in every α set; no ratio computed"
+            )
             continue
-        reference = fd_between_cells(clean, full).value
-        for alpha, cell in zip(config.alphas, cells, strict=True):
-            fd = fd_between_cells(clean, cell)
-            for metric, value in (("fd", fd.value), ("fd_ratio", fd.value / reference)):
-                rows.append(
-                    ResultRow(
-                        EXPERIMENT,
-                        space,
-                        metric,
-                        value,
-                        clean.n,
-                        variant="pixel",
-                        region="All",
-                        level=float(alpha),
-                    )
-                )
+        clean = cells.cell(CLEAN)
+        reference = fd_between_cells(clean, cells.cell(by_alpha[1.0]))
+        for alpha in config.alphas:
+            fd = fd_between_cells(clean, cells.cell(by_alpha[alpha]))
+            ratio = fd.value / reference.value if reference.value > 0 else math.nan
+            common = {
+                "n": cells.n,
+                "lost": cells.lost,
+                "variant": "pixel",
+                "region": "All",
+                "level": float(alpha),
+            }
+            notes_fd = fd_diagnostics(fd)
+            rows.append(ResultRow(EXPERIMENT, space, "fd", fd.value, diagnostics=notes_fd, **common))
+            rows.append(ResultRow(EXPERIMENT, space, "fd_ratio", ratio, diagnostics=notes_fd, **common))
     manifest = {
         "source_manifest_hash": source.manifest_hash(),
         "timings": result.timings,
@@ -115,7 +127,7 @@ def _feature_probe(config: StyleProbeConfig, source: ImageSource) -> ExperimentO
     device = resolve_device(config.device)
     style = _style_images(config).to(device)
     notes: list[str] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     for space in config.spaces:
         layer = config.layers.get(space)
         try:
@@ -142,20 +154,13 @@ def _feature_probe(config: StyleProbeConfig, source: ImageSource) -> ExperimentO
                 full.update(extractor(batch.to(device)))
         reference = frechet_distance(clean, full).value
         for alpha in config.alphas:
-            fd = frechet_distance(clean, stats[alpha]).value
-            for metric, value in (("fd", fd), ("fd_ratio", fd / reference)):
-                rows.append(
-                    ResultRow(
-                        EXPERIMENT,
-                        space,
-                        metric,
-                        value,
-                        clean.n,
-                        variant=f"feature:{layer}",
-                        region="All",
-                        level=float(alpha),
-                    )
-                )
+            fd = frechet_distance(clean, stats[alpha])
+            ratio = fd.value / reference if reference > 0 else math.nan
+            common = {"n": clean.n, "variant": f"feature:{layer}", "region": "All", "level": float(alpha)}
+            rows.append(
+                ResultRow(EXPERIMENT, space, "fd", fd.value, diagnostics=fd_diagnostics(fd), **common)
+            )
+            rows.append(ResultRow(EXPERIMENT, space, "fd_ratio", ratio, **common))
     manifest = {"source_manifest_hash": source.manifest_hash(), "config": asdict(config)}
     return ExperimentOutput(results_frame(rows), notes, manifest)
 

@@ -5,12 +5,14 @@ from bench.metrics.frechet_batched import frechet_distance_many
 from bench.metrics.kid import KIDResult, kernel_inception_distance
 from bench.metrics.neighbours import DensityCoverage, PrecisionRecall, density_coverage, precision_recall
 from bench.metrics.resampling import BootstrapFD, FDInfinity, bootstrap_fd, fd_infinity
+from bench.metrics.validation import InvalidStatisticsError
 
 __all__ = [
     "BootstrapFD",
     "DensityCoverage",
     "FDInfinity",
     "FrechetResult",
+    "InvalidStatisticsError",
     "KIDResult",
     "PrecisionRecall",
     "bootstrap_fd",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -35,13 +35,15 @@ MIN_VALID_FRACTION = 0.5  # fewer valid replicates than this fraction of those d
 
 Draw = dict[str, np.ndarray]
 Statistic = Callable[[Draw], Mapping[str, float]]
+BatchStatistic = Callable[[list[Draw]], Mapping[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class Interval:
     """A confidence interval and how it was made.
 
-    ``extended`` says the interval was widened to hold its own estimate (the bias exceeded the spread).
+    ``extended`` says the interval was widened to hold its own estimate (the bias exceeded the spread);
+    ``cut_to`` names the range of values the statistic can take when the interval was cut to it.
     """
 
     low: float
@@ -49,6 +51,7 @@ class Interval:
     method: str
     confidence: float
     extended: bool = False
+    cut_to: tuple[float, float] | None = None
 
     def contains(self, value: float) -> bool:
         """True when low ≤ value ≤ high."""
@@ -90,7 +93,23 @@ class BootstrapEstimate:
             notes.append("interval extended to its estimate: bootstrap bias exceeds the spread")
         if self.interval.method == "none" and self.num_boot:
             notes.append("too few valid bootstrap replicates for an interval")
+        if self.interval.cut_to is not None:
+            low, high = self.interval.cut_to
+            notes.append(f"interval cut to the range [{low:g}, {high:g}] the statistic can take")
         return notes
+
+    def within(self, low: float, high: float) -> BootstrapEstimate:
+        """This estimate with its interval cut to [low, high], the values the statistic can take.
+
+        A basic interval reflects the replicates about the estimate and can reach past a bound (an FD
+        below 0, an error rate above 1, a ρ above 1); the truth lies inside the range and so does the
+        estimate, so the cut interval still holds both and its coverage cannot fall.
+        """
+        interval = self.interval
+        if interval.method == "none" or (interval.low >= low and interval.high <= high):
+            return self
+        cut = replace(interval, low=max(interval.low, low), high=min(interval.high, high), cut_to=(low, high))
+        return replace(self, interval=cut)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (without the replicates)."""
@@ -129,8 +148,13 @@ def interval_from_replicates(
     confidence: float = 0.95,
     method: str = "basic",
     jackknife: np.ndarray | None = None,
+    extend_to_estimate: bool = True,
 ) -> Interval:
-    """The `method` interval from finite replicates (BCa also needs the jackknife values)."""
+    """The `method` interval from finite replicates (BCa also needs the jackknife values).
+
+    An interval that misses the estimate is widened to reach it and marked ``extended``, unless
+    `extend_to_estimate` is False (the raw interval, for studies of the methods themselves).
+    """
     if method not in INTERVAL_METHODS:
         raise ValueError(f"unknown interval method {method!r}; choose one of {', '.join(INTERVAL_METHODS)}")
     if not 0 < confidence < 1:
@@ -148,6 +172,8 @@ def interval_from_replicates(
         if jackknife is None:
             raise ValueError("a BCa interval needs the jackknife (leave-one-out) values")
         low, high = np.quantile(values, _bca_levels(estimate, values, np.asarray(jackknife), tail))
+    if not extend_to_estimate:
+        return Interval(float(low), float(high), method, confidence)
     extended = not low <= estimate <= high
     return Interval(
         float(min(low, estimate)), float(max(high, estimate)), method, confidence, extended=extended
@@ -187,16 +213,48 @@ def bootstrap(
     values; a value it leaves out, or returns as NaN, counts as undefined for that replicate. Replicates
     run in threads with single-threaded BLAS (`bench.parallel`); the result does not depend on `workers`.
     """
+
+    def one_at_a_time(draws: list[Draw]) -> dict[str, np.ndarray]:
+        outcomes = map_small_linalg(lambda draw: dict(statistic(draw)), draws, workers) if draws else []
+        names = list(dict.fromkeys(name for outcome in outcomes for name in outcome))
+        return {
+            name: np.array([outcome.get(name, math.nan) for outcome in outcomes], dtype=np.float64)
+            for name in names
+        }
+
+    return bootstrap_batched(
+        one_at_a_time, groups, num_boot=num_boot, seed=seed, confidence=confidence, method=method
+    )
+
+
+def bootstrap_batched(
+    statistic: BatchStatistic,
+    groups: Mapping[str, int],
+    *,
+    num_boot: int = DEFAULT_REPLICATES,
+    seed: int = 0,
+    confidence: float = 0.95,
+    method: str = "basic",
+) -> dict[str, BootstrapEstimate]:
+    """`bootstrap` for a statistic that evaluates many draws at once (one matrix product for all
+    replicates instead of one call each): `statistic(draws)` returns, per name, one value per draw.
+
+    Same draws, intervals, bias and diagnostics as `bootstrap`, which is this function applied to a
+    per-draw statistic.
+    """
     if method not in INTERVAL_METHODS:
         raise ValueError(f"unknown interval method {method!r}; choose one of {', '.join(INTERVAL_METHODS)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
     full = {name: np.arange(size) for name, size in groups.items()}
-    estimates = dict(statistic(full))
+    estimates = {name: float(np.asarray(values)[0]) for name, values in statistic([full]).items()}
     draws = draw_ids(groups, num_boot, seed)
-    outcomes = map_small_linalg(lambda draw: dict(statistic(draw)), draws, workers) if draws else []
-    jackknives = _jackknife(statistic, groups, estimates, workers) if method == "bca" and draws else {}
+    replicated = statistic(draws) if draws else {}
+    outcomes = {name: np.asarray(values, dtype=np.float64) for name, values in replicated.items()}
+    jackknives = _jackknife(statistic, groups) if method == "bca" and draws else {}
     results = {}
     for name, estimate in estimates.items():
-        values = np.array([outcome.get(name, math.nan) for outcome in outcomes], dtype=np.float64)
+        values = outcomes.get(name, np.full(len(draws), math.nan))
         values = values[np.isfinite(values)]
         enough = values.size >= max(2, math.ceil(MIN_VALID_FRACTION * num_boot))
         interval = (
@@ -216,9 +274,7 @@ def bootstrap(
     return results
 
 
-def _jackknife(
-    statistic: Statistic, groups: Mapping[str, int], estimates: Mapping[str, float], workers: int | None
-) -> dict[str, np.ndarray]:
+def _jackknife(statistic: BatchStatistic, groups: Mapping[str, int]) -> dict[str, np.ndarray]:
     """Leave-one-out values of every statistic, one id of one group left out at a time."""
     leave_outs = []
     for name in sorted(groups):
@@ -227,9 +283,8 @@ def _jackknife(
             draw = {other: np.arange(groups[other]) for other in groups}
             draw[name] = np.delete(np.arange(size), left_out)
             leave_outs.append(draw)
-    outcomes = map_small_linalg(lambda draw: dict(statistic(draw)), leave_outs, workers)
     jackknives = {}
-    for key in estimates:
-        values = np.array([outcome.get(key, math.nan) for outcome in outcomes], dtype=np.float64)
+    for key, values in statistic(leave_outs).items():
+        values = np.asarray(values, dtype=np.float64)
         jackknives[key] = values[np.isfinite(values)]
     return jackknives

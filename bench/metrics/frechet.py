@@ -12,6 +12,10 @@ positive semi-definite matrix similar to it. Three exact ways to get them, chose
   scaled block A = (X1 − μ1)/√(n1 − 1) the non-zero eigenvalues are those of the small matrix A Σ2 Aᵀ
   (or the squared singular values of A Bᵀ when both sets are features).
 
+Statistics pass the input checks of `bench.metrics.validation` first. One clamping rule serves this module
+and the batched one (`bench.metrics.frechet_batched`): `sqrt_trace_from_eigenvalues` for noise-level
+eigenvalues and `clamp_rounding_total` for a tiny negative total.
+
 No `scipy.linalg.sqrtm`: it is slow, returns complex values, and its `disp` argument is gone in newer scipy.
 """
 
@@ -23,9 +27,16 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from bench.metrics.validation import checked_mean_cov, cholesky_or_psd, converged, require_finite
 from bench.stats import FeatureError, GaussianStats, as_float64_features
 
+try:  # the clamping rule also serves torch tensors (the batched path); numpy input needs no torch
+    import torch
+except ImportError:  # pragma: no cover - torch is a declared dependency
+    torch = None  # type: ignore[assignment]
+
 METHODS = ("auto", "cholesky", "eigh", "low-rank")
+ROUNDING_TOTAL = 1e-8  # a negative FD above −1e-8 · (tr Σ1 + tr Σ2 + mean term) is rounding
 
 
 @dataclass
@@ -54,6 +65,24 @@ class FrechetResult:
             "diagnostics": self.diagnostics,
         }
 
+    def notes(self) -> tuple[str, ...]:
+        """The diagnostics a reader of a results table needs, as short phrases (for its `diagnostics`
+        column): small samples, clamped eigenvalue mass, a clamped negative total, fallbacks."""
+        phrases = [
+            f"{label} = {n} ≤ d = {self.d}: FD strongly biased"
+            for label, n in (("n1", self.n1), ("n2", self.n2))
+            if n is not None and n <= self.d
+        ]
+        clamped_mass = self.diagnostics.get("clamped_mass", 0.0)
+        if clamped_mass > 0:
+            phrases.append(f"clamped eigenvalue mass {clamped_mass:.1e}")
+        clamped_total = self.diagnostics.get("clamped_negative_total", 0.0)
+        if clamped_total < 0:
+            phrases.append(f"negative total {clamped_total:.1e} clamped to 0")
+        long_forms = set(small_sample_warnings(self.n1, self.n2, self.d))  # already said, shorter
+        phrases += [warning for warning in self.diagnostics.get("warnings", []) if warning not in long_forms]
+        return tuple(phrases)
+
     def __float__(self) -> float:
         return self.value
 
@@ -61,21 +90,26 @@ class FrechetResult:
 class _FeatureSet:
     """One side of an FD: mean, size and covariance, plus the centred scaled block for feature input.
 
-    The d × d covariance of a feature set is only formed when a path needs it, so the low-rank path on two
-    small feature sets never pays for it.
+    Statistics are validated on arrival (their Cholesky factor, which proves definiteness, is kept for the
+    FD). The d × d covariance of a feature set is only formed when a path needs it, so the low-rank path
+    on two small feature sets never pays for it.
     """
 
     def __init__(self, value: Any, name: str, rows: np.ndarray | None = None) -> None:
+        self.name = name
         self.block: np.ndarray | None = None  # (X − μ) / sqrt(n − 1), only for feature input
         self._cov: np.ndarray | None = None
+        self._cholesky: np.ndarray | None = None
+        self._factorised = False
         if rows is not None:
             self._init_resampled(as_float64_features(value, name=name), np.asarray(rows), name)
             return
         if isinstance(value, GaussianStats):
             if value.n is not None and value.n < 2:
                 raise FeatureError(f"{name} has n = {value.n} samples; an FD needs at least 2 per set")
-            self.n, self.mean = value.n, value.mean
-            self._cov = value.cov
+            self.n = value.n
+            self.mean, self._cov = checked_mean_cov(value.mean, value.cov, name)
+            self._cholesky, self._factorised = cholesky_or_psd(self._cov, name), True
             return
         features = as_float64_features(value, name=name)
         if features.shape[0] < 2:
@@ -93,8 +127,11 @@ class _FeatureSet:
         """
         if rows.size < 2:
             raise FeatureError(f"{name} has {rows.size} rows; an FD needs at least 2 samples per set")
-        distinct, counts = np.unique(rows, return_counts=True)
-        weights = counts.astype(np.float64)
+        if rows.min() < 0 or rows.max() >= features.shape[0]:
+            raise FeatureError(f"{name}: resampled row indices must lie in [0, {features.shape[0]})")
+        counts = np.bincount(rows, minlength=features.shape[0])  # O(n), unlike np.unique's sort
+        distinct = np.flatnonzero(counts)
+        weights = counts[distinct].astype(np.float64)
         chosen = features[distinct]
         self.n = int(rows.size)
         self.mean = weights @ chosen / self.n
@@ -117,6 +154,18 @@ class _FeatureSet:
             self._cov = self.block.T @ self.block
         return self._cov
 
+    def cholesky(self) -> np.ndarray | None:
+        """Lower Cholesky factor of Σ, or None when Σ is not (numerically) positive definite."""
+        if not self._factorised:
+            covariance = self.cov
+            require_finite(covariance, f"{self.name}: the covariance")
+            try:
+                self._cholesky = scipy.linalg.cholesky(covariance, lower=True, check_finite=False)
+            except np.linalg.LinAlgError:
+                self._cholesky = None
+            self._factorised = True
+        return self._cholesky
+
     def trace_cov(self) -> float:
         if self.block is not None:
             return float(np.einsum("ij,ij->", self.block, self.block))
@@ -127,8 +176,11 @@ def frechet_distance(a: Any, b: Any, method: str = "auto") -> FrechetResult:
     """FD between two feature sets, each a GaussianStats or an (n, d) array/tensor of features.
 
     `method` is one of "auto", "cholesky", "eigh", "low-rank" (see the module docstring). "auto" takes the
-    low-rank path when a set given as features has n < d, else Cholesky with an `eigh` fallback.
+    low-rank path when a set given as features has n < d, else Cholesky with an `eigh` fallback. Invalid
+    statistics raise `InvalidStatisticsError` (a FeatureError) naming the set and the failed check.
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown FD method {method!r}; choose one of {', '.join(METHODS)}")
     return _frechet(_FeatureSet(a, "first set"), _FeatureSet(b, "second set"), method)
 
 
@@ -140,37 +192,26 @@ def frechet_distance_resampled(
     Equal to `frechet_distance(x[rows_x], y[rows_y])`, computed on the distinct rows weighted by their
     multiplicity, which makes the low-rank path several times cheaper for resampled sets.
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown FD method {method!r}; choose one of {', '.join(METHODS)}")
     return _frechet(_FeatureSet(x, "first set", rows_x), _FeatureSet(y, "second set", rows_y), method)
 
 
 def _frechet(first: _FeatureSet, second: _FeatureSet, method: str) -> FrechetResult:
-    if method not in METHODS:
-        raise ValueError(f"unknown FD method {method!r}; choose one of {', '.join(METHODS)}")
     d1, d2 = first.dim, second.dim
     if d1 != d2:
         raise FeatureError(f"dimension mismatch: the first set has d = {d1}, the second d = {d2}")
     d = d1
 
-    diagnostics: dict[str, Any] = {"warnings": []}
-    for label, side in (("n1", first), ("n2", second)):
-        n = side.n
-        if n is not None and n <= d:
-            diagnostics["warnings"].append(
-                f"{label} = {n} <= d = {d}: the sample covariance is singular and FD is strongly biased "
-                "upward at this sample size"
-            )
-
+    diagnostics: dict[str, Any] = {"warnings": small_sample_warnings(first.n, second.n, d)}
     chosen = _choose_method(method, first, second)
+    if chosen == "cholesky" and first.cholesky() is None:
+        diagnostics["warnings"].append("Σ1 is not positive definite; fell back from Cholesky to eigh")
+        chosen = "eigh"
     if chosen == "low-rank":
         sqrt_trace, eig_info = _sqrt_trace_low_rank(first, second)
     elif chosen == "cholesky":
-        try:
-            rank_deficient = first.singular_by_count or second.singular_by_count
-            sqrt_trace, eig_info = _sqrt_trace_cholesky(first.cov, second.cov, rank_deficient)
-        except np.linalg.LinAlgError:
-            diagnostics["warnings"].append("Σ1 is not positive definite; fell back from Cholesky to eigh")
-            chosen = "eigh"
-            sqrt_trace, eig_info = _sqrt_trace_symmetric(first.cov, second.cov)
+        sqrt_trace, eig_info = _sqrt_trace_cholesky(first, second)
     else:
         sqrt_trace, eig_info = _sqrt_trace_symmetric(first.cov, second.cov)
     diagnostics.update(eig_info)
@@ -179,19 +220,12 @@ def _frechet(first: _FeatureSet, second: _FeatureSet, method: str) -> FrechetRes
     mean_term = float(delta @ delta)
     trace_sum = first.trace_cov() + second.trace_cov()
     trace_term = trace_sum - 2.0 * sqrt_trace
-    value = mean_term + trace_term
-    scale = max(trace_sum + mean_term, np.finfo(float).tiny)
-    diagnostics["clamped_negative_total"] = 0.0
-    if value < 0:
-        if value > -1e-8 * scale:
-            diagnostics["clamped_negative_total"] = value
-            value = 0.0
-        else:
-            diagnostics["warnings"].append(
-                f"FD came out negative ({value:.3e}) beyond rounding; the covariances may be corrupt"
-            )
+    value, clamped, warning = clamp_rounding_total(mean_term + trace_term, trace_sum + mean_term)
+    diagnostics["clamped_negative_total"] = clamped
+    if warning:
+        diagnostics["warnings"].append(warning)
     return FrechetResult(
-        value=float(value),
+        value=value,
         mean_term=mean_term,
         trace_term=float(trace_term),
         n1=first.n,
@@ -200,6 +234,30 @@ def _frechet(first: _FeatureSet, second: _FeatureSet, method: str) -> FrechetRes
         method=chosen,
         diagnostics=diagnostics,
     )
+
+
+def small_sample_warnings(n1: int | None, n2: int | None, d: int) -> list[str]:
+    """The n ≤ d warning for each set that has it (its covariance is singular; FD is biased upward)."""
+    return [
+        f"{label} = {n} ≤ d = {d}: the sample covariance is singular and FD is strongly biased "
+        "upward at this sample size"
+        for label, n in (("n1", n1), ("n2", n2))
+        if n is not None and n <= d
+    ]
+
+
+def clamp_rounding_total(value: float, scale: float) -> tuple[float, float, str | None]:
+    """THE rule for a negative FD total: above −1e-8 · scale it is rounding and becomes 0.
+
+    Returns (value to report, the negative total clamped away or 0.0, a warning when the total is negative
+    beyond rounding and left as it is).
+    """
+    value = float(value)
+    if value >= 0:
+        return value, 0.0, None
+    if value > -ROUNDING_TOTAL * max(float(scale), np.finfo(float).tiny):
+        return 0.0, value, None
+    return value, 0.0, f"FD came out negative ({value:.3e}) beyond rounding; the covariances may be corrupt"
 
 
 def _choose_method(method: str, first: _FeatureSet, second: _FeatureSet) -> str:
@@ -216,65 +274,89 @@ def _choose_method(method: str, first: _FeatureSet, second: _FeatureSet) -> str:
     return "low-rank" if small_feature_side else "cholesky"
 
 
-def _eigen_diagnostics(eigenvalues: np.ndarray) -> dict[str, Any]:
-    """Smallest eigenvalue before clamping, the mass clamped away, and the effective rank."""
-    tolerance = noise_floor(eigenvalues)
-    negative = eigenvalues[eigenvalues < 0]
+def eigen_diagnostics(eigenvalues: Any) -> dict[str, Any]:
+    """Smallest eigenvalue before clamping, the mass clamped away, and the effective rank (one set's
+    eigenvalues, numpy or torch)."""
+    values = _as_numpy(eigenvalues)
+    tolerance = float(noise_floor(values))
     return {
-        "min_eigenvalue": float(eigenvalues.min(initial=np.inf)) if eigenvalues.size else 0.0,
-        "clamped_mass": float(np.abs(negative).sum()),
-        "effective_rank": int((eigenvalues > tolerance).sum()),
+        "min_eigenvalue": float(values.min(initial=np.inf)) if values.size else 0.0,
+        "clamped_mass": float(np.abs(values[values < 0]).sum()),
+        "effective_rank": int((values > tolerance).sum()),
     }
 
 
-def noise_floor(eigenvalues: np.ndarray) -> float:
-    """Eigenvalues at or below d · eps · max|λ| cannot be told from rounding noise."""
-    if eigenvalues.size == 0:
-        return 0.0
-    return float(np.abs(eigenvalues).max() * eigenvalues.size * np.finfo(np.float64).eps)
+def noise_floor(eigenvalues: Any) -> Any:
+    """d · eps · max|λ| over the last axis (numpy or torch, batched): eigenvalues at or below it cannot
+    be told from rounding noise. A float for one 1-D numpy set, else an array with a trailing axis of 1."""
+    if _is_tensor(eigenvalues):
+        if eigenvalues.shape[-1] == 0:
+            return eigenvalues.new_zeros((*eigenvalues.shape[:-1], 1))
+        peak = eigenvalues.abs().amax(dim=-1, keepdim=True)
+        return peak * eigenvalues.shape[-1] * torch.finfo(torch.float64).eps
+    values = np.asarray(eigenvalues)
+    if values.shape[-1] == 0:
+        return 0.0 if values.ndim == 1 else np.zeros((*values.shape[:-1], 1))
+    floor = np.abs(values).max(axis=-1, keepdims=True) * values.shape[-1] * np.finfo(np.float64).eps
+    return float(floor[0]) if values.ndim == 1 else floor
 
 
-def sqrt_trace_from_eigenvalues(eigenvalues: np.ndarray, singular: bool = True) -> float:
-    """Σ sqrt(λ) over the eigenvalues, negative ones counted as 0.
+def sqrt_trace_from_eigenvalues(eigenvalues: Any, singular: Any = True) -> Any:
+    """THE clamping rule for Σ sqrt(λ): negative eigenvalues count as 0, and where `singular` (a product
+    that may be rank-deficient) so do those at or below the noise floor, since a rounding error of 1e-16
+    on a true zero would otherwise add a spurious 1e-8 each. For a product of two positive-definite
+    factors every eigenvalue is genuine, however small, and is kept (dropping them would bias an
+    ill-conditioned FD by ~1e-9 relative).
 
-    With `singular` (a product that may be rank-deficient), eigenvalues at or below the noise floor count
-    as 0 too: a rounding error of 1e-16 on a true zero would otherwise add a spurious 1e-8 each. For a
-    product of two positive-definite factors every eigenvalue is genuine, however small, and is kept
-    (dropping them would bias an ill-conditioned FD by ~1e-9 relative).
+    numpy or torch; `eigenvalues` (..., d) with `singular` a bool or one flag per leading index. Returns a
+    float for a 1-D numpy input, else an array/tensor over the leading axes.
     """
-    floor = noise_floor(eigenvalues) if singular else 0.0
-    kept = eigenvalues[eigenvalues > floor]
-    return float(np.sqrt(kept).sum())
+    if _is_tensor(eigenvalues):
+        flags = torch.as_tensor(singular, dtype=torch.bool, device=eigenvalues.device)
+        floor = torch.where(flags[..., None], noise_floor(eigenvalues), 0.0)
+        roots = torch.where(eigenvalues > floor, eigenvalues.clamp(min=0).sqrt(), 0.0)
+        return roots.sum(dim=-1)
+    values = np.asarray(eigenvalues)
+    floor = np.where(np.asarray(singular)[..., None], noise_floor(values), 0.0)
+    roots = np.where(values > floor, np.sqrt(np.clip(values, 0.0, None)), 0.0).sum(axis=-1)
+    return float(roots) if values.ndim == 1 else roots
 
 
-def _sqrt_trace_cholesky(
-    cov1: np.ndarray, cov2: np.ndarray, rank_deficient: bool = False
-) -> tuple[float, dict[str, Any]]:
+def _is_tensor(value: Any) -> bool:
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _as_numpy(values: Any) -> np.ndarray:
+    return values.detach().cpu().numpy() if _is_tensor(values) else np.asarray(values)
+
+
+def _sqrt_trace_cholesky(first: _FeatureSet, second: _FeatureSet) -> tuple[float, dict[str, Any]]:
     """Eigenvalues of Σ1Σ2 through Cholesky factors, with triangular BLAS kernels where possible.
 
     With Σ1 = L1 L1ᵀ and Σ2 = L2 L2ᵀ, the eigenvalues of Σ1Σ2 are those of KᵀK for K = L2ᵀ L1 (one
     triangular product and one symmetric rank-k update: about 40 % fewer flops than Lᵀ Σ2 L with two
-    general products). When Σ2 is only semi-definite, Lᵀ Σ2 L is formed instead. `rank_deficient` says a
-    covariance is singular even if rounding let its Cholesky factorisation succeed (a set with n ≤ d):
-    then noise-level eigenvalues of the product are zeros, not genuine values.
+    general products). When Σ2 is only semi-definite, Lᵀ Σ2 L is formed instead. A set with n ≤ d has a
+    singular covariance even if rounding let its Cholesky factorisation succeed: then noise-level
+    eigenvalues of the product are zeros, not genuine values.
     """
-    lower1 = scipy.linalg.cholesky(cov1, lower=True, check_finite=False)
-    try:
-        lower2 = scipy.linalg.cholesky(cov2, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        inner, singular = lower1.T @ cov2 @ lower1, True
+    lower1, lower2 = first.cholesky(), second.cholesky()
+    assert lower1 is not None
+    if lower2 is None:
+        inner, singular = lower1.T @ second.cov @ lower1, True
     else:
         blas = scipy.linalg.blas
         factor = blas.dtrmm(1.0, lower2, lower1, trans_a=1, lower=1)  # L2ᵀ L1
         inner = blas.dsyrk(1.0, factor, trans=1, lower=1)  # KᵀK, lower triangle filled
-        singular = rank_deficient
-    eigenvalues = scipy.linalg.eigvalsh(inner, lower=True, check_finite=False, overwrite_a=True)
-    return sqrt_trace_from_eigenvalues(eigenvalues, singular), _eigen_diagnostics(eigenvalues)
+        singular = first.singular_by_count or second.singular_by_count
+    eigenvalues = converged(
+        "eigenvalues of L1ᵀ Σ2 L1", scipy.linalg.eigvalsh, inner, lower=True, overwrite_a=True
+    )
+    return sqrt_trace_from_eigenvalues(eigenvalues, singular), eigen_diagnostics(eigenvalues)
 
 
 def matrix_sqrt_psd(cov: np.ndarray) -> tuple[np.ndarray, float]:
     """Symmetric square root of a PSD matrix by `eigh` (noise-level eigenvalues zeroed), and the least λ."""
-    eigenvalues, vectors = scipy.linalg.eigh(cov, check_finite=False)
+    eigenvalues, vectors = converged("eigendecomposition of Σ1", scipy.linalg.eigh, cov)
     roots = np.where(eigenvalues > noise_floor(eigenvalues), np.sqrt(np.clip(eigenvalues, 0.0, None)), 0.0)
     root = (vectors * roots) @ vectors.T
     return (root + root.T) / 2.0, float(eigenvalues.min(initial=0.0))
@@ -283,8 +365,10 @@ def matrix_sqrt_psd(cov: np.ndarray) -> tuple[np.ndarray, float]:
 def _sqrt_trace_symmetric(cov1: np.ndarray, cov2: np.ndarray) -> tuple[float, dict[str, Any]]:
     root, min_cov_eigenvalue = matrix_sqrt_psd(cov1)
     inner = root @ cov2 @ root
-    eigenvalues = scipy.linalg.eigvalsh((inner + inner.T) / 2.0, check_finite=False, overwrite_a=True)
-    info = _eigen_diagnostics(eigenvalues)
+    eigenvalues = converged(
+        "eigenvalues of Σ1^½ Σ2 Σ1^½", scipy.linalg.eigvalsh, (inner + inner.T) / 2.0, overwrite_a=True
+    )
+    info = eigen_diagnostics(eigenvalues)
     info["min_eigenvalue_sigma1"] = min_cov_eigenvalue
     return sqrt_trace_from_eigenvalues(eigenvalues), info
 
@@ -292,20 +376,23 @@ def _sqrt_trace_symmetric(cov1: np.ndarray, cov2: np.ndarray) -> tuple[float, di
 def _sqrt_trace_low_rank(first: _FeatureSet, second: _FeatureSet) -> tuple[float, dict[str, Any]]:
     if first.block is not None and second.block is not None:
         cross = first.block @ second.block.T
-        singular_values = scipy.linalg.svdvals(cross, check_finite=False)
-        info = _eigen_diagnostics(singular_values**2)
-        return float(singular_values.sum()), info
+        singular_values = converged("singular values of A Bᵀ", scipy.linalg.svdvals, cross)
+        return float(singular_values.sum()), eigen_diagnostics(singular_values**2)
     small, other = (first, second) if first.block is not None else (second, first)
     assert small.block is not None
-    # A Σ2 Aᵀ = (A F)(A F)ᵀ with Σ2 = F Fᵀ from a pivoted (rank-revealing) Cholesky; its singular values
-    # are the square roots we need, obtained without squaring the small ones into rounding noise.
-    factor = psd_factor(other.cov)
-    singular_values = scipy.linalg.svdvals(small.block @ factor, check_finite=False)
-    return float(singular_values.sum()), _eigen_diagnostics(singular_values**2)
+    # A Σ2 Aᵀ = (A F)(A F)ᵀ with Σ2 = F Fᵀ (its Cholesky factor, or a pivoted rank-revealing Cholesky when
+    # Σ2 is singular); its singular values are the square roots we need, obtained without squaring the
+    # small ones into rounding noise.
+    factor = other.cholesky()
+    if factor is None:
+        factor = psd_factor(other.cov)
+    singular_values = converged("singular values of A F", scipy.linalg.svdvals, small.block @ factor)
+    return float(singular_values.sum()), eigen_diagnostics(singular_values**2)
 
 
 def psd_factor(cov: np.ndarray) -> np.ndarray:
     """F with F Fᵀ = cov for a symmetric PSD matrix, d × rank, from LAPACK's pivoted Cholesky (dpstrf)."""
+    require_finite(cov, "the covariance to factorise")
     lower, pivots, rank, info = scipy.linalg.lapack.dpstrf(cov, lower=1)
     if info < 0:
         raise FeatureError(f"pivoted Cholesky rejected the covariance (LAPACK info {info})")

@@ -5,6 +5,10 @@ is the fraction of generated samples inside at least one real ball; recall swaps
 generated samples). Density counts, per generated sample, how many real balls contain it (divided by k);
 coverage is the fraction of real balls that contain at least one generated sample. Distances are
 Euclidean, computed in float64 in row chunks so memory stays bounded.
+
+Ties follow each metric's reference code, and the results say which: precision/recall count a sample at
+exactly the radius as inside (distance ≤ radius, NVIDIA's code, k = 3); density/coverage count it as
+outside (distance < radius, the authors' `prdc` package, k = 5).
 """
 
 from __future__ import annotations
@@ -20,22 +24,36 @@ from bench.stats import FeatureError, as_float64_features
 _CHUNK_ROWS = 1024
 
 
+INSIDE_OR_ON = "distance ≤ radius"  # precision/recall (NVIDIA)
+STRICTLY_INSIDE = "distance < radius"  # density/coverage (prdc)
+
+
 @dataclass
 class PrecisionRecall:
-    """Precision and recall with the k used for the radii."""
+    """Precision and recall with the k used for the radii and the tie rule for "inside a ball"."""
 
     precision: float
     recall: float
     k: int
+    inside: str = INSIDE_OR_ON
+
+    def notes(self) -> tuple[str, ...]:
+        """k and the tie rule, as a phrase for a results table."""
+        return (f"k = {self.k}, inside a ball when {self.inside}",)
 
 
 @dataclass
 class DensityCoverage:
-    """Density and coverage with the k used for the radii."""
+    """Density and coverage with the k used for the radii and the tie rule for "inside a ball"."""
 
     density: float
     coverage: float
     k: int
+    inside: str = STRICTLY_INSIDE
+
+    def notes(self) -> tuple[str, ...]:
+        """k and the tie rule, as a phrase for a results table."""
+        return (f"k = {self.k}, inside a ball when {self.inside}",)
 
 
 def _distance_chunks(rows: np.ndarray, columns: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
@@ -69,6 +87,7 @@ def _validate(real: Any, fake: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fraction_inside_any_ball(queries: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
+    """Fraction of queries within distance ≤ radius of at least one centre."""
     inside = np.zeros(queries.shape[0], dtype=bool)
     for rows, distances in _distance_chunks(queries, centres):
         inside[rows] = (distances <= radii[None, :]).any(axis=1)
@@ -84,15 +103,16 @@ def precision_recall(real: Any, fake: Any, k: int = 3) -> PrecisionRecall:
 
 
 def density_coverage(real: Any, fake: Any, k: int = 5) -> DensityCoverage:
-    """Density and coverage (Naeem et al. 2020), k = 5 by default; radii from the real set only."""
+    """Density and coverage (Naeem et al. 2020), k = 5 by default; radii from the real set only; a sample
+    is inside a ball when its distance is strictly below the radius, as in the authors' `prdc`."""
     first, second = _validate(real, fake)
     radii = knn_radii(first, k)
     ball_counts = np.zeros(second.shape[0])
     for rows, distances in _distance_chunks(second, first):
-        ball_counts[rows] = (distances <= radii[None, :]).sum(axis=1)
+        ball_counts[rows] = (distances < radii[None, :]).sum(axis=1)
     covered = np.zeros(first.shape[0], dtype=bool)
     for rows, distances in _distance_chunks(first, second):
-        covered[rows] = distances.min(axis=1) <= radii[rows]
+        covered[rows] = distances.min(axis=1) < radii[rows]
     return DensityCoverage(
         density=float(ball_counts.sum() / (k * second.shape[0])), coverage=float(covered.mean()), k=k
     )

@@ -27,12 +27,19 @@ tr Σ<sub>1</sub> + tr Σ<sub>2</sub> − 2 tr (Σ<sub>1</sub>Σ<sub>2</sub>)<su
 term</i>). Smaller is closer. Raw FDs have the units of each space and are not comparable across
 spaces.</p>
 <p><b>nFD</b> (normalized FD) of a region is FD(clean, region blurred) / FD(clean, whole image blurred):
-how strongly a space reacts to that region, on a scale shared by all spaces.</p>
+how strongly a space reacts to that region, on a scale shared by all spaces. The <i>conditional</i> form
+uses only the images that hold the region; the <i>population</i> form uses every image (those without the
+region are left unchanged, so a rare region's nFD is diluted by its prevalence). Both sets of every FD
+hold the same images, and a ratio's numerator and denominator rest on the same images; <i>n</i> is that
+number of images, <i>lost</i> the images dropped because a perturbed copy gave no feature.</p>
 <p><b>Δ curves</b> show FD between two sets whose attribute proportions differ by Δ (mean ± std over
 draws). <b>Kendall τ</b> measures whether two spaces rank generators alike (1 same, −1 reversed).
-<b>FD(α)/FD(1)</b> shows how much of a space's FD comes from channel statistics ("style").
-Numbers in brackets are the interval the experiment reported: a bootstrap confidence interval, or
-mean ± std over draws for Δ curves.</p>
+<b>FD(α)/FD(1)</b> shows how much of a space's FD comes from channel statistics ("style").</p>
+<p>Numbers in brackets are 95 % bootstrap confidence intervals over images (the <i>basic</i> interval,
+which corrects the upward bias of resampled FDs; paired, so clean and perturbed copies of an image are
+drawn together). An interval is widened to reach its estimate when the bootstrap bias is larger than its
+spread, and says so in the diagnostics. Mean ± std over repeated draws (Δ curves) is never shown as an
+interval.</p>
 """
 
 STYLE = """

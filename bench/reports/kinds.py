@@ -8,9 +8,19 @@ REGION_BLUR = "region_blur"
 ATTRIBUTE_PROPORTION = "attribute_proportion"
 GENERATOR_COMPARISON = "generator_comparison"
 STYLE_PROBE = "style_probe"
+SEVERITY_SWEEP = "severity_sweep"
+SEMANTIC_ATTACK = "semantic_attack"
 GENERIC = "generic"
 
 FD_TERM_METRICS: tuple[str, ...] = ("fd", "fd_mean_term", "fd_trace_term")
+# Region blur's other FDs: the denominator on the same ids, and the population form's FDs and terms.
+REGION_BLUR_FD_METRICS: tuple[str, ...] = (
+    "fd_all_blurred",
+    "fd_population",
+    "fd_mean_term_population",
+    "fd_trace_term_population",
+    "fd_all_blurred_population",
+)
 
 
 def experiment_kind(block: pd.DataFrame) -> str:
@@ -20,6 +30,8 @@ def experiment_kind(block: pd.DataFrame) -> str:
     metrics = set(block["metric"])
     if "spectral" in name:
         return GENERIC
+    if name in (SEVERITY_SWEEP, SEMANTIC_ATTACK):
+        return name
     if "nfd" in metrics or "region_blur" in name:
         return REGION_BLUR
     if "fd_ratio" in metrics or "style" in name:

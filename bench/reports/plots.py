@@ -15,6 +15,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullFormatter
 
 from bench.reports.kinds import (
@@ -22,6 +23,8 @@ from bench.reports.kinds import (
     FD_TERM_METRICS,
     GENERATOR_COMPARISON,
     REGION_BLUR,
+    SEMANTIC_ATTACK,
+    SEVERITY_SWEEP,
     STYLE_PROBE,
     experiment_kind,
     ordered_unique,
@@ -68,7 +71,7 @@ def plot_region_blur_nfd(block: pd.DataFrame) -> Figure:
     else:
         main_axes, zoom_axes = figure.subplots(1, 1), None
     _bars(main_axes, rows, regions, spaces)
-    main_axes.set_title("nFD by region (1 = whole image blurred)")
+    main_axes.set_title("conditional nFD by region (1 = whole image blurred)")
     if zoom_axes is not None:
         _bars(zoom_axes, rows[rows["region"].isin(small)], small, spaces)
         zoom_axes.set_title("zoom: small nFD")
@@ -84,7 +87,7 @@ def plot_nfd_heatmap(block: pd.DataFrame) -> Figure:
     axes = figure.subplots()
     sns.heatmap(matrix, ax=axes, annot=True, fmt=".3g", cmap="viridis", cbar_kws={"label": "nFD"})
     axes.tick_params(axis="y", labelrotation=0)
-    axes.set_title("nFD: region × space")
+    axes.set_title("conditional nFD: region × space")
     axes.set_xlabel("feature space")
     axes.set_ylabel("blurred region")
     return figure
@@ -136,6 +139,41 @@ def plot_kendall_tau(block: pd.DataFrame, metric: str = "fd") -> Figure:
     return figure
 
 
+def plot_fd_differences(block: pd.DataFrame) -> Figure:
+    """One generators × generators panel per space: cell (a, b) is FD(a) − FD(b) against the reference
+    (negative: a is closer); cells whose interval contains 0 are hatched grey and marked "n.d."."""
+    from bench.experiments.generator_comparison import NOT_DISTINGUISHABLE, pair_verdict
+
+    rows = _metric_rows(block, "fd_difference")
+    spaces = ordered_unique(rows["space"])
+    generators = ordered_unique(pd.concat([rows["variant"], rows["region"]]))
+    size = len(generators)
+    figure = new_figure(max(4.5, (1.0 * size + 3.2) * len(spaces)), 0.9 * size + 1.8)
+    axes_list = np.atleast_1d(figure.subplots(1, len(spaces)))
+    for axes, space in zip(axes_list, spaces, strict=True):
+        values = np.full((size, size), np.nan)
+        undecided = np.zeros((size, size), dtype=bool)
+        for row in rows[rows["space"] == space].to_dict("records"):
+            a, b = generators.index(row["variant"]), generators.index(row["region"])
+            values[a, b], values[b, a] = row["value"], -row["value"]
+            verdict = pair_verdict(row["variant"], row["region"], row["value"], row["ci_low"], row["ci_high"])
+            undecided[a, b] = undecided[b, a] = verdict == NOT_DISTINGUISHABLE
+        shown = np.where(undecided, np.nan, values)
+        limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0  # 0 is white
+        sns.heatmap(
+            shown, ax=axes, annot=True, fmt=".3g", cmap="vlag", vmin=-limit, vmax=limit,
+            cbar=True, xticklabels=generators, yticklabels=generators, square=True,
+            cbar_kws={"label": "FD(row) − FD(column)"},
+        )  # fmt: skip
+        for a, b in zip(*np.nonzero(undecided), strict=True):
+            axes.add_patch(Rectangle((b, a), 1, 1, facecolor="#d9d9d9", edgecolor="white", hatch="//"))
+            axes.text(b + 0.5, a + 0.5, "n.d.", ha="center", va="center", fontsize=9)
+        axes.tick_params(axis="y", labelrotation=0)
+        axes.set_title(space)
+    figure.suptitle("FD(row) − FD(column); n.d. = not distinguishable at this n (the interval holds 0)")
+    return figure
+
+
 def plot_style_probe(block: pd.DataFrame) -> Figure:
     """FD(α) / FD(1) against the style blend α, one line per space."""
     rows = _numeric_levels(_metric_rows(block, "fd_ratio"))
@@ -164,11 +202,70 @@ def experiment_figures(results: pd.DataFrame) -> list[tuple[str, Figure]]:
             figures.append((f"{name}: FD against Δ", plot_delta_curves(block)))
         elif kind == GENERATOR_COMPARISON and "fd" in metrics:
             figures.append((f"{name}: generator ranks", plot_generator_ranks(block)))
+            if "fd_difference" in metrics:
+                figures.append((f"{name}: FD differences between generators", plot_fd_differences(block)))
             if block[block["metric"] == "fd"]["space"].nunique() > 1:
                 figures.append((f"{name}: Kendall τ between spaces", plot_kendall_tau(block)))
         elif kind == STYLE_PROBE and "fd_ratio" in metrics:
             figures.append((f"{name}: FD(α) / FD(1)", plot_style_probe(block)))
+        elif kind == SEVERITY_SWEEP and "top1_error" in metrics:
+            figures.append(
+                (f"{name}: error and mistake severity against strength", plot_severity_sweep(block))
+            )
+        elif kind == SEMANTIC_ATTACK and "success_rate" in metrics:
+            figures.append((f"{name}: success and mistake severity against ε", plot_semantic_attack(block)))
     return figures
+
+
+SEVERITY_PANELS = {"top1_error": "top-1 error", "mistake_severity": "mistake severity (LCA height)"}
+
+
+def plot_severity_sweep(block: pd.DataFrame) -> Figure:
+    """Top-1 error and mistake severity against each perturbation's strength, the clean value dashed."""
+    sweeps = [variant for variant in ordered_unique(block["variant"]) if variant != "clean"]
+    figure = new_figure(3.2 * max(len(sweeps), 1), 5.2)
+    grid = figure.subplots(len(SEVERITY_PANELS), max(len(sweeps), 1), squeeze=False, sharey="row")
+    for row, (metric, title) in enumerate(SEVERITY_PANELS.items()):
+        rows = block[(block["metric"] == metric) & block["value"].notna()]
+        clean = rows[rows["variant"] == "clean"]
+        for column, sweep in enumerate(sweeps):
+            axes = grid[row, column]
+            curve = (
+                _numeric_levels(rows[rows["variant"] == sweep]) if (rows["variant"] == sweep).any() else None
+            )
+            if curve is not None:
+                below = (curve["value"] - curve["ci_low"]).clip(lower=0).fillna(0)
+                above = (curve["ci_high"] - curve["value"]).clip(lower=0).fillna(0)
+                axes.errorbar(curve["level"], curve["value"], yerr=[below, above], marker="o", capsize=2)
+            if not clean.empty:
+                axes.axhline(clean["value"].iloc[0], color="grey", ls="--", lw=0.9, label="clean")
+            if sweep.endswith(":quality"):
+                axes.invert_xaxis()  # lower quality is the stronger perturbation
+            axes.set_title(sweep if row == 0 else "", fontsize=9)
+            axes.set_xlabel(sweep.partition(":")[2] or "level")
+            axes.set_ylabel(title if column == 0 else "")
+    return figure
+
+
+def plot_semantic_attack(block: pd.DataFrame) -> Figure:
+    """Success rate and mistake severity against ε, nearest-class targets against random targets."""
+    figure = new_figure(9.0, 3.6)
+    panels = figure.subplots(1, 2)
+    for axes, metric, title in zip(
+        panels, ("success_rate", "mistake_severity"), ("success rate", "mistake severity"), strict=True
+    ):
+        rows = block[(block["metric"] == metric) & block["value"].notna()]
+        for mode in ordered_unique(rows["variant"]):
+            curve = _numeric_levels(rows[rows["variant"] == mode])
+            below = (curve["value"] - curve["ci_low"]).clip(lower=0).fillna(0)
+            above = (curve["ci_high"] - curve["value"]).clip(lower=0).fillna(0)
+            axes.errorbar(
+                curve["level"], curve["value"], yerr=[below, above], marker="o", capsize=2, label=mode
+            )
+        axes.set_xlabel("ε (L∞, 0–255 pixel scale)")
+        axes.set_ylabel(title)
+        axes.legend(title="targets", fontsize=8)
+    return figure
 
 
 def _metric_rows(block: pd.DataFrame, metric: str) -> pd.DataFrame:
